@@ -1,0 +1,3 @@
+"""urbanmtl engine: multitask HSE regression and LCZ classification from Sentinel-2, without QGIS."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,383 @@
+"""The multitask network of Qiu et al. (GRSL 2022): HSE density at 20 m and LCZ probabilities, built with Keras."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .bands import MODEL_BANDS
+from .errors import UrbanMTLError
+from .lcz import NUM_CLASSES
+
+#: The comparison set of the paper (Table I); `mtl_learned_p2f` is the proposed configuration.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "hse": dict(hse=True, lcz=False, cbam=True, p2f=False, weighting="single"),
+    "lcz": dict(hse=False, lcz=True, cbam=True, p2f=False, weighting="single"),
+    "mtl_equal": dict(hse=True, lcz=True, cbam=True, p2f=False, weighting="equal"),
+    "mtl_learned": dict(hse=True, lcz=True, cbam=True, p2f=False, weighting="learned"),
+    "mtl_learned_p2f": dict(hse=True, lcz=True, cbam=True, p2f=True, weighting="learned"),
+    # The proposed configuration without its attention modules: the CBAM ablation.
+    "mtl_no_cbam": dict(hse=True, lcz=True, cbam=False, p2f=True, weighting="learned"),
+}
+
+#: Ground sampling distance of the input and of the outputs of the saved inference model, in metres.
+INPUT_GSD_M = 10
+HSE_GSD_M = 20
+LCZ_PROB_GSD_M = 20
+#: Input height and width must be multiples of this (three 2x2 poolings).
+SIZE_MULTIPLE = 8
+
+
+@dataclass
+class ModelConfig:
+    """What defines a network: the paper's variant, its base width f and the number of input bands."""
+
+    variant: str = "mtl_learned_p2f"
+    base_width: int = 16
+    in_bands: int = 10
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise UrbanMTLError(
+                f"Unknown model variant '{self.variant}'. Choose one of: {', '.join(VARIANTS)}."
+            )
+        if self.base_width < 1 or self.in_bands < 1:
+            raise UrbanMTLError("base_width and in_bands must be positive integers.")
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return VARIANTS[self.variant]
+
+    @property
+    def has_hse(self) -> bool:
+        return self.spec["hse"]
+
+    @property
+    def has_lcz(self) -> bool:
+        return self.spec["lcz"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- small layers that have no Keras equivalent (registered so saved models load without code changes) ---
+
+
+@keras.saving.register_keras_serializable(package="urbanmtl")
+class ChannelPool(layers.Layer):
+    """Channel-wise mean and max, concatenated: (B, H, W, C) -> (B, H, W, 2). CBAM's spatial descriptor."""
+
+    def call(self, x):
+        return ops.concatenate(
+            [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
+        )
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (2,)
+
+
+@keras.saving.register_keras_serializable(package="urbanmtl")
+class ReferenceOrPrediction(layers.Layer):
+    """P2F guide: the HSE reference where it exists, else the network's own (gradient-stopped) prediction.
+
+    Inputs [prediction, reference], both (B, h, w, 1); reference NaN marks "no reference".
+    """
+
+    def call(self, inputs):
+        prediction, reference = inputs
+        prediction = ops.stop_gradient(prediction)
+        return ops.where(ops.isnan(reference), prediction, reference)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+# --- blocks, in the order one draws them ---
+
+
+def conv_block(x, filters: int, separable: bool, name: str):
+    """3x3 'same' convolution (plain or depthwise-separable), he_normal, then BatchNorm and ReLU."""
+    if separable:
+        x = layers.SeparableConv2D(
+            filters, 3, padding="same", depthwise_initializer="he_normal",
+            pointwise_initializer="he_normal", name=f"{name}_sepconv",
+        )(x)
+    else:
+        x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def dual_pool(x, name: str):
+    """2x2 max pool and 2x2 average pool side by side, concatenated (doubles the channels, halves the grid)."""
+    return layers.Concatenate(name=name)(
+        [layers.MaxPooling2D(2, name=f"{name}_max")(x), layers.AveragePooling2D(2, name=f"{name}_avg")(x)]
+    )
+
+
+def cbam(x, channels: int, name: str, ratio: int = 8):
+    """Convolutional block attention: channel attention (shared MLP on avg and max pooling), then spatial."""
+    dense_1 = layers.Dense(channels // ratio, activation="relu", kernel_initializer="he_normal", name=f"{name}_mlp1")
+    dense_2 = layers.Dense(channels, kernel_initializer="he_normal", name=f"{name}_mlp2")
+    avg = dense_2(dense_1(layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_gap")(x)))
+    mx = dense_2(dense_1(layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}_gmp")(x)))
+    channel = layers.Activation("sigmoid", name=f"{name}_channel")(layers.Add(name=f"{name}_add")([avg, mx]))
+    x = layers.Multiply(name=f"{name}_channel_mul")([x, channel])
+    spatial = layers.Conv2D(1, 7, padding="same", activation="sigmoid", kernel_initializer="he_normal",
+                            name=f"{name}_spatial")(ChannelPool(name=f"{name}_pool")(x))
+    return layers.Multiply(name=f"{name}_spatial_mul")([x, spatial])
+
+
+def softmax_head(x, name: str):
+    return layers.Conv2D(NUM_CLASSES, 1, activation="softmax", kernel_initializer="he_normal", name=name)(x)
+
+
+def _build(config: ModelConfig) -> keras.Model:
+    """The functional training network; P2F variants take a second input, the HSE reference."""
+    f, spec = config.base_width, config.spec
+    image = keras.Input((None, None, config.in_bands), name="image")
+    inputs = {"image": image}
+
+    x = conv_block(image, f, False, "block1a")
+    x = conv_block(x, f, True, "block1b")
+    x = conv_block(x, 2 * f, True, "block2a")
+    x = conv_block(x, 2 * f, True, "block2b")
+    merge0 = dual_pool(x, "merge0")                               # 4f channels, 20 m
+    x = conv_block(merge0, 8 * f, True, "block3a")
+    x = conv_block(x, 8 * f, True, "block3b")
+    x = conv_block(x, 16 * f, True, "block4a")
+    shared = conv_block(x, 16 * f, True, "block4b")               # F: 16f channels, 20 m
+
+    outputs: dict[str, Any] = {}
+    hse = None
+    if spec["hse"]:
+        h = cbam(shared, 16 * f, "hse_cbam") if spec["cbam"] else shared
+        h = layers.Dropout(config.dropout, name="hse_dropout")(h)
+        hse = layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer="he_normal", name="hse")(h)
+        outputs["hse"] = hse
+
+    if spec["lcz"]:
+        l = cbam(shared, 16 * f, "lcz_cbam") if spec["cbam"] else shared
+        merge1 = dual_pool(l, "merge1")                           # 32f channels, 40 m
+        l = layers.Dropout(config.dropout, name="lcz_dropout1")(merge1)
+        l = conv_block(l, 32 * f, True, "block5")
+        merge2 = dual_pool(l, "merge2")                           # 64f channels, 80 m
+        l = layers.Dropout(config.dropout, name="lcz_dropout2")(merge2)
+        l = conv_block(l, 64 * f, True, "block6")
+        up2 = lambda t, n: layers.UpSampling2D(2, interpolation="bilinear", name=n)(t)  # noqa: E731
+        up4 = lambda t, n: layers.UpSampling2D(4, interpolation="bilinear", name=n)(t)  # noqa: E731
+        members = [
+            softmax_head(merge0, "lcz_ds0"),                       # deep supervision, 20 m
+            up2(softmax_head(merge1, "lcz_ds1"), "lcz_ds1_up"),   # 40 m -> 20 m
+            up4(softmax_head(merge2, "lcz_ds2"), "lcz_ds2_up"),   # 80 m -> 20 m
+            up4(softmax_head(l, "lcz_main"), "lcz_main_up"),       # 80 m -> 20 m
+        ]
+        if spec["p2f"]:
+            reference = keras.Input((None, None, 1), name="hse_guide")
+            inputs["hse_guide"] = reference
+            guide = ReferenceOrPrediction(name="p2f_guide")([hse, reference])
+            members.append(softmax_head(layers.Multiply(name="p2f_mul")([shared, guide]), "lcz_p2f"))
+        outputs["lcz"] = layers.Average(name="lcz")(members)     # averaged probabilities, 20 m
+
+    return keras.Model(inputs, outputs, name=f"urbanmtl_{config.variant}")
+
+
+@keras.saving.register_keras_serializable(package="urbanmtl")
+class NoReference(layers.Layer):
+    """An all-NaN HSE guide at 20 m for an image (B, H, W, C): "no reference here, use the prediction"."""
+
+    def call(self, image):
+        shape = ops.shape(image)
+        return ops.full((shape[0], shape[1] // 2, shape[2] // 2, 1), float("nan"), dtype=image.dtype)
+
+    def compute_output_shape(self, input_shape):
+        half = lambda n: None if n is None else n // 2  # noqa: E731
+        return (input_shape[0], half(input_shape[1]), half(input_shape[2]), 1)
+
+
+def build_networks(config: ModelConfig) -> tuple[keras.Model, keras.Model]:
+    """(training network, inference network) sharing every weight.
+
+    Training network: a dict input {"image": (B,H,W,bands)} plus, for P2F variants, {"hse_guide":
+    (B,H/2,W/2,1)} (the HSE reference, NaN where there is none); outputs {"hse": (B,H/2,W/2,1) 0..1,
+    "lcz": (B,H/2,W/2,17) averaged probabilities}, only the variant's tasks.
+    Inference network: the image alone, (B,H,W,bands) reflectance with H and W multiples of 8; P2F is
+    fed by the network's own HSE prediction in the same forward pass.
+    """
+    train = _build(config)
+    image = keras.Input((None, None, config.in_bands), name="image")
+    feed = {"image": image}
+    if config.spec["p2f"]:
+        feed["hse_guide"] = NoReference(name="no_reference")(image)
+    infer = keras.Model(image, train(feed), name=f"{train.name}_inference")
+    return train, infer
+
+
+def count_parameters(model: keras.Model) -> int:
+    """Number of trainable scalars."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_weights))
+
+
+# --- saving and loading: the model file and its card travel together ---
+
+#: Where the bundled model lives (repository root = plugin folder).
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODEL_FILE = "model.keras"
+CARD_FILE = "model_card.json"
+DEFAULT_MODEL_PATH = MODELS_DIR / MODEL_FILE
+
+
+@dataclass
+class LoadedModel:
+    """An inference network with its model card (a dict read from model_card.json beside the file)."""
+
+    network: keras.Model
+    card: dict[str, Any]
+    path: Path
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.card.get("bands", MODEL_BANDS))
+
+    @property
+    def has_hse(self) -> bool:
+        return "hse" in self.network.output
+
+    @property
+    def has_lcz(self) -> bool:
+        return "lcz" in self.network.output
+
+
+def card_path_for(model_path: Path) -> Path:
+    return Path(model_path).with_name(CARD_FILE)
+
+
+def base_card(config: ModelConfig, network: keras.Model) -> dict[str, Any]:
+    """The fields of a model card that follow from the network alone (training adds data and metrics)."""
+    return {
+        "format": "urbanmtl-model-card/1",
+        "variant": config.variant,
+        "config": config.to_dict(),
+        "bands": list(MODEL_BANDS[: config.in_bands]) if config.in_bands == len(MODEL_BANDS) else None,
+        "scaling": {"reflectance": "(DN + offset) / 10000", "offset": "from product metadata (-1000 from "
+                    "processing baseline 04.00 on, else 0)", "normalisation": "none"},
+        "input_gsd_m": INPUT_GSD_M,
+        "size_multiple": SIZE_MULTIPLE,
+        "outputs": {
+            **({"hse": {"gsd_m": HSE_GSD_M, "range": [0.0, 1.0],
+                        "meaning": "built-up/impervious fraction"}} if config.has_hse else {}),
+            **({"lcz": {"gsd_m": LCZ_PROB_GSD_M, "map_gsd_m": 100, "classes": NUM_CLASSES,
+                        "meaning": "LCZ probabilities, channel k-1 = LCZ k"}} if config.has_lcz else {}),
+        },
+        "parameters": count_parameters(network),
+        "keras_version": keras.__version__,
+    }
+
+
+def save_model(network: keras.Model, path: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Write the inference network to `path` (.keras) and its card to model_card.json beside it.
+
+    Both are written under temporary names and renamed, so a failure never leaves half a model.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise UrbanMTLError(f"Model files are saved as .keras; got '{path}'. Use a name ending in .keras.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    network.save(tmp)
+    card_tmp = path.with_name(f".{CARD_FILE}.tmp")
+    card_tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    os.replace(card_tmp, card_path_for(path))
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def resolve_model_path(path: Optional[str | os.PathLike]) -> Path:
+    """The .keras file meant by `path`: a file, a training run folder (its model.keras), or None for the
+    bundled model."""
+    if path is None or str(path) == "":
+        if not DEFAULT_MODEL_PATH.exists():
+            raise UrbanMTLError(
+                f"No model was given and the bundled model {DEFAULT_MODEL_PATH} is missing. Pass a model "
+                f"trained with 'python -m core.train' (its run folder or model.keras), or reinstall the plugin."
+            )
+        return DEFAULT_MODEL_PATH
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.exists():
+        raise UrbanMTLError(
+            f"Model file '{path}' does not exist. Give a .keras file or a training run folder from "
+            f"'python -m core.train'."
+        )
+    return path
+
+
+def load_model(path: Optional[str | os.PathLike] = None) -> LoadedModel:
+    """Load an inference network and its card; checks that it is an urbanmtl network for 10-band input.
+
+    Raises UrbanMTLError for a missing, corrupt or incompatible file.
+    """
+    path = resolve_model_path(path)
+    try:
+        network = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for bad files; the user needs one sentence.
+        raise UrbanMTLError(
+            f"Cannot load the model file '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200]}. "
+            f"It is corrupt or not a Keras 3 model saved by urbanmtl; retrain it with 'python -m core.train' "
+            f"or use the bundled model."
+        ) from None
+    card_file = card_path_for(path)
+    card: dict[str, Any] = {}
+    if card_file.exists():
+        try:
+            card = json.loads(card_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise UrbanMTLError(f"The model card '{card_file}' is not valid JSON ({exc}). Restore it from "
+                                f"the training run folder.") from None
+    inputs = network.inputs
+    outputs = network.output
+    if len(inputs) != 1 or not isinstance(outputs, dict) or not ({"hse", "lcz"} & set(outputs)):
+        raise UrbanMTLError(
+            f"'{path}' is not an urbanmtl inference model (expected one image input and 'hse'/'lcz' outputs). "
+            f"Use the model.keras written by 'python -m core.train'."
+        )
+    in_bands = inputs[0].shape[-1]
+    bands = card.get("bands") or list(MODEL_BANDS)
+    if in_bands != len(MODEL_BANDS) or len(bands) != in_bands:
+        raise UrbanMTLError(
+            f"The model '{path}' expects {in_bands} input bands, but urbanmtl feeds the {len(MODEL_BANDS)} "
+            f"Sentinel-2 bands {', '.join(MODEL_BANDS)}. Train a model with in_bands=10."
+        )
+    return LoadedModel(network=network, card=card, path=path)
+
+
+def predict_batch(network: keras.Model, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the inference network on a batch (B, H, W, 10) float32 reflectance (H, W multiples of 8).
+
+    Returns numpy {"hse": (B, H/2, W/2) 0..1, "lcz": (B, H/2, W/2, 17) probabilities}, the tasks the
+    model has.
+    """
+    out = network(np.asarray(image, dtype=np.float32), training=False)
+    result = {k: np.asarray(v) for k, v in out.items()}
+    if "hse" in result:
+        result["hse"] = result["hse"][..., 0]
+    return result
