@@ -1,0 +1,43 @@
+# urbanmtl: `make test` installs everything and runs the tests; `make demo` maps a real Sentinel-2 scene.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export QT_QPA_PLATFORM := offscreen
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-h5py python3-rasterio python3-fiona python3-yaml \
+	python3-matplotlib python3-venv python3-pip gdal-bin python3-gdal
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test test-core demo system venv clean
+
+# System packages from Debian 12 (QGIS 3.22 LTR and the compiled geospatial stack); skipped when present.
+system:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "Installing Debian packages: $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: requirements.txt | system
+	[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	# TensorFlow pulls pip's h5py; inside QGIS it clashes with Debian's HDF5, so Debian's python3-h5py is used.
+	$(PY) -m pip uninstall -q -y h5py || true
+	touch $@
+
+venv: system $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q
+
+test-core: venv
+	$(PY) -m pytest -q tests/core
+
+demo: venv
+	$(PY) -m core.demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache dist demo
+
+-include mk/*.mk

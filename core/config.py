@@ -1,0 +1,95 @@
+"""Training configuration: the paper's defaults, overridable from a YAML/JSON file and from flags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import UrbanMTLError
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Defaults are the paper's (METHOD.md, "Training")."""
+
+    data: list[str] = field(default_factory=list)
+    val_data: list[str] = field(default_factory=list)
+    val_fraction: float = 0.2          # used when no val_data is given: split by patch or by area
+    variant: str = "mtl_learned_p2f"
+    base_width: int = 16
+    in_bands: int = 10
+    dropout: float = 0.1
+    patch_size: int = 128
+    epochs: int = 100
+    batch_size: int = 8
+    learning_rate: float = 0.002       # Nesterov Adam
+    lr_decay: float = 0.75             # multiply the learning rate by this ...
+    lr_decay_every: int = 2            # ... every this many epochs
+    patience: int = 10                 # early stopping on validation loss
+    augment: bool = True               # the 8 flips/rotations
+    spectral_jitter: float = 0.0       # sigma of a per-band multiplicative jitter (0 = off)
+    hse_threshold: float = 0.5         # built/not built for the binary HSE metrics
+    seed: Optional[int] = None
+    distribute: str = "none"           # none | mirrored | multiworker
+    out: str = ""
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a YAML or JSON file (keys as in TrainConfig, '-' or '_'); unknown keys are an error."""
+    path = Path(path)
+    if not path.exists():
+        raise UrbanMTLError(f"Config file '{path}' does not exist. Give the path of a YAML or JSON file.")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text)
+    except Exception as exc:
+        raise UrbanMTLError(f"Cannot parse config file '{path}': {exc}. Fix its syntax (YAML or JSON).") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UrbanMTLError(f"Config file '{path}' must hold a mapping of settings (key: value).")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - set(config_keys()))
+    if unknown:
+        raise UrbanMTLError(
+            f"Config file '{path}' has unknown key(s): {', '.join(unknown)}. Valid keys: {', '.join(config_keys())}."
+        )
+    base = path.parent
+    for key in ("data", "val_data"):
+        if key in values:
+            items = values[key] if isinstance(values[key], list) else [values[key]]
+            values[key] = [_relative_to(base, str(v)) for v in items]
+    return values
+
+
+def _relative_to(base: Path, spec: str) -> str:
+    """Resolve a dataset spec ("PATH" or "FORMAT:PATH") relative to the config file's folder."""
+    fmt, sep, path = spec.partition(":") if ":" in spec and not Path(spec).exists() else ("", "", spec)
+    if not sep:
+        fmt, path = "", spec
+    resolved = str(path if Path(path).is_absolute() else (base / path))
+    return f"{fmt}:{resolved}" if sep else resolved
+
+
+def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
+    """Defaults < config file < flags (flags given as None are not set)."""
+    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    try:
+        return TrainConfig(**merged)
+    except TypeError as exc:
+        raise UrbanMTLError(f"Invalid training settings: {exc}.") from None
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    return asdict(config)
