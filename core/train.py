@@ -69,7 +69,7 @@ def _trainer_class():
                 inputs["hse_guide"] = y["hse"]
             return inputs
 
-        def _losses(self, y, pred):
+        def _task_losses(self, y, pred):
             losses, counts = {}, {}
             if "hse" in self.tasks:
                 losses["hse"], counts["hse"] = hse_loss(y["hse"], pred["hse"])
@@ -88,7 +88,7 @@ def _trainer_class():
             x, y = data
             with tf.GradientTape() as tape:
                 pred = self(self._inputs(x, y), training=True)
-                total, losses = self._losses(y, pred)
+                total, losses = self._task_losses(y, pred)
                 # Gradients are summed over replicas, so each replica contributes its share.
                 scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
             variables = self.trainable_variables
@@ -98,7 +98,7 @@ def _trainer_class():
         def test_step(self, data):
             x, y = data
             pred = self(self._inputs(x, y), training=False)
-            return self._track(*self._losses(y, pred))
+            return self._track(*self._task_losses(y, pred))
 
     return MultitaskTrainer
 
@@ -298,7 +298,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     started = time.time()
     if start < cfg.epochs and state["wait"] < cfg.patience:
         trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=start, steps_per_epoch=steps,
-                    validation_data=val_ds, validation_steps=val_steps or None,
+                    validation_data=val_ds, validation_steps=val_steps or None, shuffle=False,
                     callbacks=_callbacks(trainer, run, cfg, state, monitor), verbose=1 if sys.stdout.isatty() else 2)
     seconds = time.time() - started + state.get("seconds", 0.0)
     state["seconds"] = seconds
