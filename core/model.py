@@ -43,6 +43,10 @@ class ModelConfig:
     base_width: int = 16
     in_bands: int = 10
     dropout: float = 0.1
+    # Keras's default BatchNorm momentum (0.99) averages over ~100 steps; on the small datasets users bring
+    # (a few hundred patches, tens of steps per epoch) the moving statistics then lag the weights and
+    # inference-mode predictions collapse. 0.9 (~10 steps) tracks them; METHOD.md does not fix this value.
+    bn_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -100,10 +104,35 @@ class ReferenceOrPrediction(layers.Layer):
         return input_shape[0]
 
 
+@keras.saving.register_keras_serializable(package="urbanmtl")
+class BilinearUpsample(layers.Layer):
+    """Bilinear upsampling by an integer factor for inputs of any (unknown) size: (B,h,w,C) -> (B,fh,fw,C).
+
+    Keras's UpSampling2D needs static sizes in graph mode; scenes and patches come in any size.
+    """
+
+    def __init__(self, factor: int, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        import tensorflow as tf  # Keras's resize needs static sizes in graph mode; TF's takes a tensor.
+
+        size = tf.shape(x)[1:3] * self.factor
+        return tf.image.resize(x, size, method="bilinear")
+
+    def compute_output_shape(self, input_shape):
+        scale = lambda n: None if n is None else n * self.factor  # noqa: E731
+        return (input_shape[0], scale(input_shape[1]), scale(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
 # --- blocks, in the order one draws them ---
 
 
-def conv_block(x, filters: int, separable: bool, name: str):
+def conv_block(x, filters: int, separable: bool, name: str, momentum: float = 0.9):
     """3x3 'same' convolution (plain or depthwise-separable), he_normal, then BatchNorm and ReLU."""
     if separable:
         x = layers.SeparableConv2D(
@@ -112,7 +141,7 @@ def conv_block(x, filters: int, separable: bool, name: str):
         )(x)
     else:
         x = layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -142,19 +171,19 @@ def softmax_head(x, name: str):
 
 def _build(config: ModelConfig) -> keras.Model:
     """The functional training network; P2F variants take a second input, the HSE reference."""
-    f, spec = config.base_width, config.spec
+    f, spec, m = config.base_width, config.spec, config.bn_momentum
     image = keras.Input((None, None, config.in_bands), name="image")
     inputs = {"image": image}
 
-    x = conv_block(image, f, False, "block1a")
-    x = conv_block(x, f, True, "block1b")
-    x = conv_block(x, 2 * f, True, "block2a")
-    x = conv_block(x, 2 * f, True, "block2b")
+    x = conv_block(image, f, False, "block1a", m)
+    x = conv_block(x, f, True, "block1b", m)
+    x = conv_block(x, 2 * f, True, "block2a", m)
+    x = conv_block(x, 2 * f, True, "block2b", m)
     merge0 = dual_pool(x, "merge0")                               # 4f channels, 20 m
-    x = conv_block(merge0, 8 * f, True, "block3a")
-    x = conv_block(x, 8 * f, True, "block3b")
-    x = conv_block(x, 16 * f, True, "block4a")
-    shared = conv_block(x, 16 * f, True, "block4b")               # F: 16f channels, 20 m
+    x = conv_block(merge0, 8 * f, True, "block3a", m)
+    x = conv_block(x, 8 * f, True, "block3b", m)
+    x = conv_block(x, 16 * f, True, "block4a", m)
+    shared = conv_block(x, 16 * f, True, "block4b", m)               # F: 16f channels, 20 m
 
     outputs: dict[str, Any] = {}
     hse = None
@@ -168,12 +197,12 @@ def _build(config: ModelConfig) -> keras.Model:
         l = cbam(shared, 16 * f, "lcz_cbam") if spec["cbam"] else shared
         merge1 = dual_pool(l, "merge1")                           # 32f channels, 40 m
         l = layers.Dropout(config.dropout, name="lcz_dropout1")(merge1)
-        l = conv_block(l, 32 * f, True, "block5")
+        l = conv_block(l, 32 * f, True, "block5", m)
         merge2 = dual_pool(l, "merge2")                           # 64f channels, 80 m
         l = layers.Dropout(config.dropout, name="lcz_dropout2")(merge2)
-        l = conv_block(l, 64 * f, True, "block6")
-        up2 = lambda t, n: layers.UpSampling2D(2, interpolation="bilinear", name=n)(t)  # noqa: E731
-        up4 = lambda t, n: layers.UpSampling2D(4, interpolation="bilinear", name=n)(t)  # noqa: E731
+        l = conv_block(l, 64 * f, True, "block6", m)
+        up2 = lambda t, n: BilinearUpsample(2, name=n)(t)  # noqa: E731
+        up4 = lambda t, n: BilinearUpsample(4, name=n)(t)  # noqa: E731
         members = [
             softmax_head(merge0, "lcz_ds0"),                       # deep supervision, 20 m
             up2(softmax_head(merge1, "lcz_ds1"), "lcz_ds1_up"),   # 40 m -> 20 m

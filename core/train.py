@@ -113,12 +113,21 @@ def _callbacks(trainer, run: Path, cfg: TrainConfig, state: dict[str, Any], moni
         """Adds s_<task> and the effective weight of each task to the epoch's logs (and so to log.csv)."""
 
         def on_epoch_end(self, epoch, logs=None):
-            logs["lr"] = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
             for task, s in trainer.log_vars.items():
                 value = float(keras.ops.convert_to_numpy(s))
                 logs[f"s_{task}"] = value
                 if trainer.weighting == "learned":
                     logs[f"w_{task}"] = (0.5 if task == "hse" else 1.0) * math.exp(-value)
+
+    class ReseedDropout(keras.callbacks.Callback):
+        """Dropout draws from (seed, epoch, layer), so a resumed epoch drops the same units as an unbroken run."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            base = cfg.seed if cfg.seed is not None else 0
+            for i, layer in enumerate(trainer.network.layers):
+                generator = getattr(layer, "seed_generator", None)
+                if generator is not None:
+                    generator.state.assign(np.array([base * 1_000_003 + epoch * 1009 + i, 0], dtype="int64"))
 
     class RunState(keras.callbacks.Callback):
         """Saves last (every epoch) and best (on `monitor`) checkpoints and stops early after `patience` epochs
@@ -145,6 +154,7 @@ def _callbacks(trainer, run: Path, cfg: TrainConfig, state: dict[str, Any], moni
         lambda epoch: cfg.learning_rate * cfg.lr_decay ** (epoch // cfg.lr_decay_every))
     return [
         schedule,
+        ReseedDropout(),
         LearnedWeights(),
         RunState(),
         keras.callbacks.CSVLogger(str(run / LOG_FILE), append=True),
@@ -251,7 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         tf.config.experimental.enable_op_determinism()
 
     model_cfg = ModelConfig(variant=cfg.variant, base_width=cfg.base_width, in_bands=cfg.in_bands,
-                            dropout=cfg.dropout)
+                            dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
     train_sets = _open_all(cfg.data, cfg.patch_size)
     if cfg.val_data:
         val_sets = _open_all(cfg.val_data, cfg.patch_size)
@@ -293,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     state["monitor"] = monitor
     train_ds = _tf_dataset(lambda: _batches(train_sets, cfg, start, True), cfg.in_bands)
     val_ds = _tf_dataset(lambda: _batches(val_sets, cfg, 0, False), cfg.in_bands) if val_sets else None
-    print(f"Training {cfg.variant} ({model_cfg.base_width=}) on {sum(len(d) for d in train_sets)} samples/epoch "
+    print(f"Training {cfg.variant} (base width {model_cfg.base_width}) on {sum(len(d) for d in train_sets)} samples/epoch "
           f"({steps} steps), validating on {val_steps} batches; run folder {run}")
     started = time.time()
     if start < cfg.epochs and state["wait"] < cfg.patience:

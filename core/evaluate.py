@@ -1,0 +1,351 @@
+"""Score a trained model on labelled data: the paper's HSE and LCZ metrics as JSON, plus a confusion-matrix PNG.
+
+Command line:
+    python -m core.evaluate --model RUN_DIR_or_MODEL --data DATASET [DATASET ...] --out METRICS.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .errors import UrbanMTLError
+from .lcz import BUILT_CODES
+from .metrics import MetricAccumulator, plot_confusion_matrix
+
+#: Suffix that turns METRICS.json into the default confusion-matrix figure, METRICS_confusion.png.
+CONFUSION_SUFFIX = "_confusion.png"
+
+
+def evaluate(
+    model: str | os.PathLike | None,
+    data: Sequence[str] | str,
+    *,
+    batch_size: int = 8,
+    patch_size: int = 128,
+    hse_threshold: float = 0.5,
+    out: str | os.PathLike | None = None,
+    confusion_png: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run `model` over every patch/tile of `data` once and score it against the references.
+
+    model: a .keras file, a training run folder, or None for the bundled model.
+    data: dataset specs as core.data.open_datasets accepts them (a path or "FORMAT:PATH").
+    patch_size: tile size in 10 m pixels for scene datasets (multiple of 8); patch files keep their own size.
+    hse_threshold: built = HSE >= threshold for the binary HSE scores (fraction 0..1).
+    out: where to write the JSON (None = do not write). confusion_png: where to draw the LCZ confusion
+    matrix (None = do not draw; nothing is drawn without an LCZ result).
+
+    Returns {"hse": {...}, "lcz": {...}, "model": path, "data": [per-dataset description and metrics],
+    "n_batches": int, "scene_labels": {...}}; "hse"/"lcz" only where the model predicts the task and the data has
+    a reference for it; "scene_labels" only for datasets with per-patch scene labels (EuroSAT). HSE is scored on
+    the 20 m grid; LCZ on the 10 m label grid, each 20 m predicted class covering its 2x2 label pixels.
+    Raises UrbanMTLError for unusable arguments, models or data.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        data = [str(data)]
+    data = [str(spec) for spec in data]
+    if not data:
+        raise UrbanMTLError("No evaluation data was given. Pass at least one dataset (a path or FORMAT:PATH).")
+    if batch_size < 1:
+        raise UrbanMTLError(f"The batch size must be at least 1; got {batch_size}.")
+    if patch_size < 8 or patch_size % 8:
+        raise UrbanMTLError(f"The patch size must be a positive multiple of 8 pixels; got {patch_size}.")
+    if not 0.0 < hse_threshold <= 1.0:
+        raise UrbanMTLError(
+            f"The HSE threshold must be a fraction in (0, 1] (built = HSE >= threshold); got {hse_threshold}."
+        )
+
+    # TensorFlow and the data readers are imported here so that `--help` and argument errors stay instant.
+    from .data import iterate_batches, open_datasets, steps_per_epoch
+    from .model import load_model, predict_batch
+
+    loaded = load_model(model)
+    opened = [(spec, dataset) for spec in data for dataset in open_datasets(spec, patch_size=patch_size)]
+    if not opened:
+        raise UrbanMTLError(f"The data {', '.join(data)} holds no dataset to evaluate on. Check the paths.")
+    _check_tasks(loaded, [d for _, d in opened], loaded.path)
+
+    total = sum(steps_per_epoch([d], batch_size, training=False) for _, d in opened)
+    overall = MetricAccumulator(hse_threshold=hse_threshold)
+    scenes = _SceneLabelTally()
+    entries: list[dict[str, Any]] = []
+    n_batches = 0
+    with _progress_bar(total, progress) as bar:
+        for spec, dataset in opened:
+            accumulator = MetricAccumulator(hse_threshold=hse_threshold)
+            labels = _patch_labels(dataset)
+            seen = 0
+            for x, y in iterate_batches([dataset], batch_size, training=False):
+                image = np.asarray(x["image"], dtype=np.float32)
+                _check_image(image, dataset)
+                pred = predict_batch(loaded.network, image)
+                accumulator.update(y, pred)
+                if labels is not None:
+                    scenes.add(labels[seen:seen + image.shape[0]], y, pred)
+                seen += image.shape[0]
+                n_batches += 1
+                bar.update(1)
+            if labels is not None and seen != len(labels):
+                raise UrbanMTLError(
+                    f"The dataset '{_name(dataset)}' lists {len(labels)} scene labels but yielded {seen} patches; "
+                    f"its file is inconsistent. Re-create it or evaluate it without scene labels."
+                )
+            overall.merge(accumulator)
+            entries.append({"spec": spec, **_describe(dataset), "metrics": accumulator.result()})
+
+    if n_batches == 0:
+        raise UrbanMTLError(f"The data {', '.join(data)} yielded no patch to evaluate. Check that it is not empty.")
+    scores = overall.result()
+    if not scores:
+        raise UrbanMTLError(
+            f"No pixel of {', '.join(data)} has a reference for a task the model '{loaded.path}' predicts, so "
+            f"nothing could be scored. Check the references' nodata values and coverage."
+        )
+    result: dict[str, Any] = {**scores, "model": str(loaded.path), "data": entries, "n_batches": n_batches}
+    if scenes:
+        result["scene_labels"] = scenes.result()
+
+    if out is not None:
+        _write_json(result, Path(out))
+    if confusion_png is not None and "lcz" in result:
+        lcz = result["lcz"]
+        title = (f"LCZ confusion matrix: {loaded.path.parent.name}/{loaded.path.name}\n"
+                 f"OA {lcz['oa']:.3f}   Kappa {_fmt(lcz['kappa'])}   AA {lcz['aa']:.3f}   WA {lcz['wa']:.3f}   "
+                 f"n = {lcz['n']} px")
+        try:
+            plot_confusion_matrix(np.array(lcz["confusion_matrix"]), confusion_png, title)
+        except OSError as exc:
+            raise UrbanMTLError(f"Cannot write the confusion matrix figure '{confusion_png}': {exc.strerror or exc}. "
+                                f"Choose a writable path with --confusion-png.") from None
+    return result
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _check_tasks(loaded: Any, datasets: list[Any], path: Path) -> None:
+    """Refuse up front when the model and the data share no task (e.g. an HSE-only model on So2Sat)."""
+    model_tasks = [t for t in ("hse", "lcz") if getattr(loaded, f"has_{t}")]
+    data_tasks = [t for t in ("hse", "lcz") if any(getattr(d, f"has_{t}", False) for d in datasets)]
+    if not set(model_tasks) & set(data_tasks):
+        raise UrbanMTLError(
+            f"The model '{path}' predicts {' and '.join(t.upper() for t in model_tasks)}, but the data only has "
+            f"references for {' and '.join(t.upper() for t in data_tasks) or 'no task'}. Evaluate on data with a "
+            f"reference for a task the model predicts."
+        )
+
+
+def _check_image(image: np.ndarray, dataset: Any) -> None:
+    if image.ndim != 4 or image.shape[1] % 8 or image.shape[2] % 8:
+        raise UrbanMTLError(
+            f"The dataset '{_name(dataset)}' gave image batches of shape {image.shape}; the network needs "
+            f"(B, H, W, 10) with H and W multiples of 8. Use a --patch-size that is a multiple of 8."
+        )
+
+
+def _name(dataset: Any) -> str:
+    return str(getattr(dataset, "name", None) or getattr(dataset, "path", None) or dataset)
+
+
+def _describe(dataset: Any) -> dict[str, Any]:
+    describe = getattr(dataset, "describe", None)
+    if callable(describe):
+        return dict(describe())
+    return {"name": _name(dataset), "format": getattr(dataset, "format", None)}
+
+
+def _patch_labels(dataset: Any) -> Optional[list[str]]:
+    """Human scene labels per patch (EuroSAT), in the order evaluation batches yield patches; None if absent."""
+    get = getattr(dataset, "patch_labels", None)
+    labels = get() if callable(get) else None
+    return None if labels is None else [str(v) for v in labels]
+
+
+class _SceneLabelTally:
+    """Per scene class (e.g. EuroSAT 'Residential'): how many patches the model calls built, and their mean HSE.
+
+    A patch is called built when most of its pixels have their most probable LCZ among 1-10. The same figures
+    are kept for the references, to read the model's numbers against its labels.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, dict[str, float]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._sums)
+
+    def add(self, labels: Iterable[str], y: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> None:
+        built_low, built_high = min(BUILT_CODES), max(BUILT_CODES)
+        for i, label in enumerate(labels):
+            sums = self._sums.setdefault(label, {})
+            sums["n"] = sums.get("n", 0) + 1
+            if "lcz" in pred:
+                codes = np.argmax(pred["lcz"][i], axis=-1) + 1
+                built = np.mean((codes >= built_low) & (codes <= built_high)) > 0.5
+                _add(sums, "built", float(built))
+            if "hse" in pred:
+                _add(sums, "hse", float(np.mean(pred["hse"][i])))
+            reference = y.get("lcz")
+            if reference is not None:
+                has_ref = reference[i].sum(axis=-1) > 0
+                if has_ref.any():
+                    codes = np.argmax(reference[i][has_ref], axis=-1) + 1
+                    _add(sums, "ref_built", float(np.mean((codes >= built_low) & (codes <= built_high)) > 0.5))
+            reference = y.get("hse")
+            if reference is not None and np.isfinite(reference[i]).any():
+                _add(sums, "ref_hse", float(np.nanmean(reference[i])))
+
+    def result(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for label in sorted(self._sums):
+            sums = self._sums[label]
+            entry: dict[str, Any] = {"n": int(sums["n"])}
+            for key, name in (("built", "share_built"), ("hse", "mean_hse"),
+                              ("ref_built", "reference_share_built"), ("ref_hse", "reference_mean_hse")):
+                if sums.get(f"{key}_n"):
+                    entry[name] = sums[key] / sums[f"{key}_n"]
+            out[label] = entry
+        return out
+
+
+def _add(sums: dict[str, float], key: str, value: float) -> None:
+    sums[key] = sums.get(key, 0.0) + value
+    sums[f"{key}_n"] = sums.get(f"{key}_n", 0) + 1
+
+
+class _NoBar:
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    """A tqdm bar over batches on stderr; a silent stand-in when disabled or when tqdm is not installed
+    (QGIS's Python may lack it, and evaluation must not depend on a progress bar)."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="Evaluating", unit="batch", file=sys.stderr, dynamic_ncols=True)
+
+
+def _write_json(result: dict[str, Any], path: Path) -> None:
+    """Write through a temporary sibling and rename, so an interrupted run never leaves half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp.{path.name}")
+        tmp.write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UrbanMTLError(f"Cannot write the metrics file '{path}': {exc.strerror or exc}. "
+                            f"Choose a writable path with --out.") from None
+
+
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def default_confusion_png(out: str | os.PathLike) -> Path:
+    """METRICS.json -> METRICS_confusion.png beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + CONFUSION_SUFFIX)
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A few lines for the terminal: the headline scores of each task."""
+    lines = []
+    if "hse" in result:
+        h = result["hse"]
+        lines.append(f"HSE  MAE {h['mae_pp']:.2f} pp | at {h['threshold']:g}: Kappa {_fmt(h['kappa'])}  "
+                     f"AA {_fmt(h['aa'])}  recall {_fmt(h['recall'])}  F1 {_fmt(h['f1'])}  ({h['n']} px at 20 m)")
+    if "lcz" in result:
+        l = result["lcz"]  # noqa: E741
+        lines.append(f"LCZ  OA {l['oa']:.3f}  Kappa {_fmt(l['kappa'])}  AA {l['aa']:.3f}  WA {l['wa']:.3f}  "
+                     f"OA_urb {_fmt(l['oa_urb'])}  OA_bu {_fmt(l['oa_bu'])}  ({l['n']} px at 10 m)")
+    for label, entry in result.get("scene_labels", {}).items():
+        parts = [f"{label:<22} n={entry['n']:<4}"]
+        if "share_built" in entry:
+            parts.append(f"built {entry['share_built']:.2f}")
+        if "mean_hse" in entry:
+            parts.append(f"mean HSE {entry['mean_hse']:.3f}")
+        lines.append("  " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.evaluate",
+        description=(
+            "Score a trained urbanmtl model on labelled data with the metrics of Qiu et al. (GRSL 2022): "
+            "HSE mean absolute error in percentage points and, after thresholding, Kappa, average accuracy, "
+            "recall and F1; LCZ overall accuracy, Kappa, average accuracy, weighted accuracy, OA_urb, OA_bu, "
+            "per-class F1 and the confusion matrix. A task is reported only when the model predicts it and the "
+            "data has a reference for it."
+        ),
+    )
+    parser.add_argument("--model", default=None,
+                        help="The model: a training run folder (from 'python -m core.train') or its model.keras. "
+                             "Default: the model bundled with the plugin.")
+    parser.add_argument("--data", nargs="+", required=True, metavar="DATASET",
+                        help="One or more labelled datasets: a patch HDF5 (authors' layout, So2Sat LCZ42, the "
+                             "EuroSAT teacher file), a scene manifest (.yaml/.json), or the shared data folder. "
+                             "Prefix FORMAT: (authors, so2sat, eurosat, scene, shared) to force a format.")
+    parser.add_argument("--out", required=True, metavar="METRICS.json",
+                        help="Where to write the metrics as JSON.")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
+                        help="Patches per forward pass (default 8). Lower it if memory runs out.")
+    parser.add_argument("--patch-size", type=int, default=128, metavar="N",
+                        help="Tile size in 10 m pixels for scene datasets, a multiple of 8 (default 128). "
+                             "Patch files keep their own patch size.")
+    parser.add_argument("--hse-threshold", type=float, default=0.5, metavar="T",
+                        help="HSE fraction from which a pixel counts as built for Kappa, AA, recall and F1 "
+                             "(default 0.5).")
+    parser.add_argument("--confusion-png", default=None, metavar="PATH",
+                        help="Where to draw the LCZ confusion matrix (default: METRICS_confusion.png beside "
+                             "--out). Drawn only when there is an LCZ result.")
+    parser.add_argument("--no-progress", action="store_true", help="Do not show the progress bar.")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit status (0 ok, 2 for a problem the user can fix)."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    png = Path(args.confusion_png) if args.confusion_png else default_confusion_png(args.out)
+    try:
+        result = evaluate(
+            args.model, args.data, batch_size=args.batch_size, patch_size=args.patch_size,
+            hse_threshold=args.hse_threshold, out=args.out, confusion_png=png, progress=not args.no_progress,
+        )
+    except UrbanMTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(result))
+    print(f"Wrote {args.out}")
+    if "lcz" in result:
+        print(f"Wrote {png}")
+    elif args.confusion_png:
+        print(f"No LCZ result, so no confusion matrix was drawn at {png}.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""python -m core.train: learns a planted signal, resumes exactly, writes the run folder, rejects bad config."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from core import train as train_module
+from core.config import TrainConfig
+from core.model import load_model
+from tests.fakedata import make_authors_h5, make_so2sat_h5
+
+SMALL = ["--batch-size", "8", "--patch-size", "32", "--base-width", "8", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_data")
+    return {
+        "train": str(make_authors_h5(d / "train.h5", n=48, size=32, seed=0)),
+        "val": str(make_authors_h5(d / "val.h5", n=16, size=32, seed=1)),
+        "so2sat": str(make_so2sat_h5(d / "so2sat.h5", n=16)),
+    }
+
+
+def _log(run):
+    with open(run / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_training_learns_the_planted_signal(data, tmp_path):
+    run = tmp_path / "run"
+    code = train_module.main(["--data", data["train"], "--val-data", data["val"], "--epochs", "30",
+                              "--out", str(run), *SMALL])
+    assert code == 0
+    card = json.loads((run / "model_card.json").read_text())
+    rows = _log(run)
+    assert len(rows) == card["epochs_run"] == 30
+    assert float(rows[-1]["loss"]) < 0.5 * float(rows[0]["loss"])
+    # Held-out patches of the planted rule (tests/fakedata.py): bright squares are LCZ 2 with HSE 100 %.
+    assert card["metrics"]["hse"]["mae_pp"] < 10
+    assert card["metrics"]["lcz"]["oa"] > 0.85
+    assert card["variant"] == "mtl_learned_p2f" and card["bands"][7] == "B8A" and card["parameters"] > 0
+    assert {"s_hse", "s_lcz", "w_hse", "w_lcz", "hse_loss", "lcz_loss", "val_loss"} <= set(rows[0])
+    for name in ("model.keras", "best.weights.h5", "last.weights.h5", "loss_curve.png", "config.json"):
+        assert (run / name).exists(), name
+    assert any((run / "tensorboard").rglob("*tfevents*"))
+    assert load_model(run).has_hse
+
+
+def test_resume_after_a_kill_mid_epoch_continues_at_the_right_epoch(data, tmp_path, monkeypatch):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    args = ["--data", data["train"], "--val-data", data["val"], *SMALL]
+    assert train_module.main([*args, "--epochs", "3", "--out", str(straight)]) == 0
+
+    real = train_module._batches
+
+    def dies_in_epoch_three(datasets, cfg, start_epoch, training):
+        for i, batch in enumerate(real(datasets, cfg, start_epoch, training)):
+            if training and i == 2 * 6 + 3:  # 6 steps per epoch: the 4th batch of the third epoch
+                raise KeyboardInterrupt("simulated kill")
+            yield batch
+
+    monkeypatch.setattr(train_module, "_batches", dies_in_epoch_three)
+    with pytest.raises(BaseException):
+        train_module.main([*args, "--epochs", "3", "--out", str(killed)])
+    assert json.loads((killed / "state.json").read_text())["epochs_done"] == 2
+    assert not (killed / "model.keras").exists()
+    monkeypatch.setattr(train_module, "_batches", real)
+    assert train_module.main(["--out", str(killed), "--resume"]) == 0
+
+    rows = _log(killed)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    # Same seed, same batches per epoch, optimizer state restored: the resumed run matches the straight one.
+    for key in ("loss", "val_loss", "s_hse"):
+        np.testing.assert_allclose(float(rows[-1][key]), float(_log(straight)[-1][key]), rtol=1e-5)
+    assert json.loads((killed / "model_card.json").read_text())["epochs_run"] == 3
+
+
+def test_mixed_formats_and_lcz_only_data(data, tmp_path):
+    run = tmp_path / "mixed"
+    assert train_module.main(["--data", data["train"], f"so2sat:{data['so2sat']}", "--val-fraction", "0.25",
+                              "--epochs", "1", "--out", str(run), *SMALL]) == 0
+    card = json.loads((run / "model_card.json").read_text())
+    assert [d["format"] for d in card["training"]["data"]] == ["authors", "so2sat"]
+    lcz_only = tmp_path / "lcz_only"
+    assert train_module.main(["--data", data["so2sat"], "--variant", "lcz", "--val-fraction", "0.25",
+                              "--epochs", "1", "--out", str(lcz_only), *SMALL]) == 0
+    assert "hse" not in json.loads((lcz_only / "model_card.json").read_text())["metrics"]
+
+
+def test_config_file_and_flags(data, tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("epochs: 1\nbatch_size: 4\nlearning-rate: 0.001\nvariant: mtl_equal\n")
+    run = tmp_path / "run"
+    assert train_module.main(["--config", str(cfg), "--data", data["train"], "--val-data", data["val"],
+                              "--batch-size", "8", "--patch-size", "32", "--base-width", "4",
+                              "--out", str(run)]) == 0
+    used = json.loads((run / "config.json").read_text())
+    assert used["batch_size"] == 8 and used["learning_rate"] == 0.001 and used["variant"] == "mtl_equal"
+    assert used["epochs"] == 1
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"epoch": 3}))
+    assert train_module.main(["--config", str(bad), "--data", data["train"], "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s): epoch" in err and "epochs" in err
+    # An existing run is never overwritten.
+    assert train_module.main(["--data", data["train"], "--out", str(run), *SMALL]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert train_module.main(["--data", data["so2sat"], "--variant", "hse", "--out", str(tmp_path / "y")]) == 2
+    assert "none of the training data has a HSE reference" in capsys.readouterr().err
+    assert train_module.main(["--out", str(tmp_path / "nothing"), "--resume"]) == 2
+
+
+def test_defaults_are_the_papers():
+    cfg = TrainConfig()
+    assert (cfg.learning_rate, cfg.batch_size, cfg.lr_decay, cfg.lr_decay_every, cfg.patience, cfg.epochs,
+            cfg.patch_size, cfg.variant) == (0.002, 8, 0.75, 2, 10, 100, 128, "mtl_learned_p2f")
+
+
+def test_help_runs(capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_module.main(["--help"])
+    assert exc.value.code == 0 and "--resume" in capsys.readouterr().out
