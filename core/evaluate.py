@@ -64,8 +64,8 @@ def evaluate(
         )
 
     # TensorFlow and the data readers are imported here so that `--help` and argument errors stay instant.
-    from .data import iterate_batches, open_datasets, steps_per_epoch
-    from .model import load_model, predict_batch
+    from .data import open_datasets
+    from .model import load_model
 
     loaded = load_model(model)
     opened = [(spec, dataset) for spec in data for dataset in open_datasets(spec, patch_size=patch_size)]
@@ -73,6 +73,34 @@ def evaluate(
         raise UrbanMTLError(f"The data {', '.join(data)} holds no dataset to evaluate on. Check the paths.")
     _check_tasks(loaded, [d for _, d in opened], loaded.path)
 
+    result = score(loaded, opened, batch_size=batch_size, hse_threshold=hse_threshold, progress=progress)
+
+    if out is not None:
+        _write_json(result, Path(out))
+    if confusion_png is not None and "lcz" in result:
+        lcz = result["lcz"]
+        title = (f"LCZ confusion matrix: {loaded.path.parent.name}/{loaded.path.name}\n"
+                 f"OA {lcz['oa']:.3f}   Kappa {_fmt(lcz['kappa'])}   AA {lcz['aa']:.3f}   WA {lcz['wa']:.3f}   "
+                 f"n = {lcz['n']} px")
+        try:
+            plot_confusion_matrix(np.array(lcz["confusion_matrix"]), confusion_png, title)
+        except OSError as exc:
+            raise UrbanMTLError(f"Cannot write the confusion matrix figure '{confusion_png}': {exc.strerror or exc}. "
+                                f"Choose a writable path with --confusion-png.") from None
+    return result
+
+
+def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8, hse_threshold: float = 0.5,
+          progress: bool = False) -> dict[str, Any]:
+    """Metrics of a loaded model (core.model.LoadedModel) over (spec, Dataset) pairs, each dataset read once.
+
+    The engine of `evaluate`, also used by training for the card of its final model (on the validation
+    split) and by bench/table1.py. Returns the dict `evaluate` documents, without writing anything.
+    """
+    from .data import iterate_batches, steps_per_epoch
+    from .model import predict_batch
+
+    data = [spec for spec, _ in opened]
     total = sum(steps_per_epoch([d], batch_size, training=False) for _, d in opened)
     overall = MetricAccumulator(hse_threshold=hse_threshold)
     scenes = _SceneLabelTally()
@@ -112,20 +140,8 @@ def evaluate(
     result: dict[str, Any] = {**scores, "model": str(loaded.path), "data": entries, "n_batches": n_batches}
     if scenes:
         result["scene_labels"] = scenes.result()
-
-    if out is not None:
-        _write_json(result, Path(out))
-    if confusion_png is not None and "lcz" in result:
-        lcz = result["lcz"]
-        title = (f"LCZ confusion matrix: {loaded.path.parent.name}/{loaded.path.name}\n"
-                 f"OA {lcz['oa']:.3f}   Kappa {_fmt(lcz['kappa'])}   AA {lcz['aa']:.3f}   WA {lcz['wa']:.3f}   "
-                 f"n = {lcz['n']} px")
-        try:
-            plot_confusion_matrix(np.array(lcz["confusion_matrix"]), confusion_png, title)
-        except OSError as exc:
-            raise UrbanMTLError(f"Cannot write the confusion matrix figure '{confusion_png}': {exc.strerror or exc}. "
-                                f"Choose a writable path with --confusion-png.") from None
     return result
+
 
 
 # --- helpers ------------------------------------------------------------------------------------------

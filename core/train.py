@@ -316,7 +316,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     if (run / "best.weights.h5").exists():
         trainer.load_weights(run / "best.weights.h5")
-    metrics = _final_metrics(infer_net, val_sets or train_sets, cfg)
+    metrics = _final_metrics(infer_net, val_sets or train_sets, cfg, run)
     card = base_card(model_cfg, infer_net)
     card.update(
         parameters=card["parameters"],
@@ -352,15 +352,16 @@ def _check_tasks(model_cfg, datasets) -> None:
                 f"(e.g. {'lcz' if task == 'hse' else 'hse'}).")
 
 
-def _final_metrics(network, datasets, cfg: TrainConfig) -> dict[str, Any]:
-    from .data import iterate_batches
-    from .metrics import MetricAccumulator
-    from .model import predict_batch
+def _final_metrics(network, datasets, cfg: TrainConfig, run: Path) -> dict[str, Any]:
+    """The evaluation metrics (core.evaluate.score) of the final network on `datasets`: hse, lcz and, for
+    datasets with human scene labels, scene_labels."""
+    from .evaluate import score
+    from .model import LoadedModel
 
-    acc = MetricAccumulator(hse_threshold=cfg.hse_threshold)
-    for x, y in iterate_batches(datasets, cfg.batch_size, training=False):
-        acc.update(y, predict_batch(network, x["image"]))
-    return acc.result()
+    loaded = LoadedModel(network=network, card={}, path=run / "model.keras")
+    result = score(loaded, [(d.describe().get("path", ""), d) for d in datasets], batch_size=cfg.batch_size,
+                   hse_threshold=cfg.hse_threshold)
+    return {k: result[k] for k in ("hse", "lcz", "scene_labels") if k in result}
 
 
 def _truncate_log(path: Path, epochs_done: int) -> None:
