@@ -1,0 +1,198 @@
+"""Open training/evaluation data from a path: detect its format from its content and build the Datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import h5py
+
+from ..errors import UrbanMTLError
+from .base import Dataset, check_patch_size
+from .patches import PATCH_FORMATS
+from .scene import SceneDataset, SceneSpec, load_manifest, parse_manifest_text
+
+#: Formats `open_datasets` understands, with what identifies each (also the text of the "unknown" error).
+FORMATS: dict[str, str] = {
+    "authors": "HDF5 with x (N,S,S,10) and y_0 (HSE percent) and/or y_1 (one-hot LCZ)",
+    "so2sat": "So2Sat LCZ42 HDF5 with sen2 (N,32,32,10) and label (N,17)",
+    "eurosat": "HDF5 with x (N,64,64,13 EuroSAT bands) and lcz_prob (the shared EuroSAT teacher file)",
+    "scene": "YAML/JSON manifest with an image: key and hse:/lcz:/lcz_polygons: references",
+    "shared": "the shared/data folder (eurosat/eurosat_s2_teacher.h5 and/or scene/T33UUU_20170216_L1C_13band.tif)",
+}
+
+#: Files of the shared data folder (shared/data/README.md).
+SHARED_EUROSAT = Path("eurosat") / "eurosat_s2_teacher.h5"
+SHARED_SCENE_DIR = Path("scene")
+SHARED_SCENE_IMAGE = "T33UUU_20170216_L1C_13band.tif"
+SHARED_SCENE_LCZ = "T33UUU_20170216_lcz_teacher_20m.tif"
+SHARED_SCENE_HSE = "T33UUU_20170216_hse_teacher.tif"
+
+#: Bytes of a file read to tell a text manifest from anything else.
+_SNIFF_BYTES = 1 << 20
+
+
+def _supported() -> str:
+    return "; ".join(f"{name}: {what}" for name, what in FORMATS.items())
+
+
+def split_spec(spec: str | os.PathLike) -> tuple[Optional[str], Path]:
+    """("format" or None, path) of a data spec "PATH" or "FORMAT:PATH" (FORMAT one of FORMATS).
+
+    Only a known format name counts as a prefix, so Windows drive letters ("C:\\data") stay part of the path.
+    """
+    text = os.fspath(spec)
+    head, sep, tail = text.partition(":")
+    if sep and head.strip().lower() in FORMATS:
+        return head.strip().lower(), Path(tail).expanduser()
+    return None, Path(text).expanduser()
+
+
+def open_datasets(spec: str | os.PathLike, patch_size: int = 128) -> list[Dataset]:
+    """The Datasets a data spec names: a path (format detected from content) or "FORMAT:PATH".
+
+    patch_size: side in 10 m pixels of the windows cut from scenes (a multiple of 8); patch files keep the
+    size they store. Returns one Dataset, or [EuroSAT, scene] for the shared data folder. Raises
+    UrbanMTLError for a missing path, an unknown format, or a file that does not fit its format.
+    """
+    patch_size = check_patch_size(patch_size)
+    forced, path = split_spec(spec)
+    if not path.exists():
+        raise UrbanMTLError(
+            f"The data path '{path}' does not exist. Give an HDF5 patch file, a scene manifest or the shared "
+            f"data folder."
+        )
+    fmt = forced or detect_format(path)
+    if fmt == "shared":
+        return open_shared(path, patch_size)
+    if path.is_dir():
+        raise UrbanMTLError(
+            f"'{path}' is a folder; the {fmt} format needs a file. Give the file itself."
+        )
+    if fmt in PATCH_FORMATS:
+        if not h5py.is_hdf5(path):
+            raise UrbanMTLError(
+                f"'{path}' is not an HDF5 file, so it cannot be read as {fmt} ({FORMATS[fmt]}). Give the "
+                f"right file or drop the '{fmt}:' prefix to detect the format."
+            )
+        return [PATCH_FORMATS[fmt](path)]
+    if fmt == "scene":
+        return [SceneDataset(load_manifest(path), patch_size)]
+    raise UrbanMTLError(f"Unknown data format '{fmt}'. Supported formats: {', '.join(FORMATS)}.")
+
+
+def detect_format(path: Path) -> str:
+    """The format of an existing file or folder, from its content; UrbanMTLError listing what was found."""
+    if path.is_dir():
+        if (path / SHARED_EUROSAT).is_file() or (path / SHARED_SCENE_DIR / SHARED_SCENE_IMAGE).is_file() \
+                or (path / SHARED_SCENE_IMAGE).is_file():
+            return "shared"
+        names = sorted(p.name for p in path.iterdir())[:12]
+        raise UrbanMTLError(
+            f"Cannot tell what kind of data the folder '{path}' holds (it contains: "
+            f"{', '.join(names) or 'nothing'}). Supported formats: {_supported()}. Give a file, or force a "
+            f"format with FORMAT:PATH."
+        )
+    if h5py.is_hdf5(path):
+        try:
+            with h5py.File(path, "r") as f:
+                keys = sorted(f.keys())
+                shapes = {k: tuple(f[k].shape) for k in keys if isinstance(f[k], h5py.Dataset)}
+        except OSError as exc:
+            raise UrbanMTLError(f"Cannot read the HDF5 file '{path}' ({exc}). Check that it is complete.") \
+                from None
+        if "x" in keys and "lcz_prob" in keys:
+            return "eurosat"
+        if "sen2" in keys and "label" in keys:
+            return "so2sat"
+        if "x" in keys and ("y_0" in keys or "y_1" in keys):
+            return "authors"
+        found = ", ".join(f"{k} {shapes.get(k, '(group)')}" for k in keys) or "no datasets"
+        raise UrbanMTLError(
+            f"Unknown format: the HDF5 file '{path}' holds {found}, which matches no supported format. "
+            f"Supported formats: {_supported()}. Rename the datasets or force a format with FORMAT:PATH."
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    text = None
+    if b"\x00" not in head:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    if text is not None:
+        try:
+            content = parse_manifest_text(text, str(path))
+        except UrbanMTLError:
+            content = None
+        if isinstance(content, dict) and "image" in content:
+            return "scene"
+        if isinstance(content, dict):
+            raise UrbanMTLError(
+                f"Unknown format: '{path}' is a YAML/JSON mapping with keys {', '.join(map(str, content))} but "
+                f"no 'image' key. A scene manifest needs 'image:' and at least one reference; supported "
+                f"formats: {_supported()}."
+            )
+    raster = _raster_summary(path)
+    if raster:
+        raise UrbanMTLError(
+            f"'{path}' is a raster ({raster}), not a training dataset. Write a scene manifest (YAML) naming it "
+            f"as image: together with its HSE/LCZ references, and pass the manifest."
+        )
+    raise UrbanMTLError(
+        f"Unknown format: '{path}' is neither HDF5 nor a YAML/JSON scene manifest nor a raster. Supported "
+        f"formats: {_supported()}."
+    )
+
+
+def _raster_summary(path: Path) -> str:
+    """"13 bands, 96 x 96 px" if GDAL reads the file as a raster, else ""."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as src:
+            return f"{src.count} band(s), {src.width} x {src.height} px"
+    except (RasterioError, OSError):
+        return ""
+
+
+def shared_scene_spec(scene_dir: Path) -> SceneSpec:
+    """The in-memory manifest of the shared T33UUU scene: 13-band L1C image (DN / 10000, no offset), LCZ from
+    the 17-band 20 m teacher (uint8 = p x 255), HSE from the 20 m proxy (value / 254, 255 = nodata)."""
+    source = str(scene_dir)
+    mapping = {
+        "name": "T33UUU_20170216",
+        "image": SHARED_SCENE_IMAGE,
+        "layout": "L1C",
+        # 2017 product, processing baseline < 04.00 (shared/data/README.md).
+        "offset": 0,
+        "hse": SHARED_SCENE_HSE,
+        "hse_scale": "1/254",
+        "hse_nodata": [255],
+        "lcz": SHARED_SCENE_LCZ,
+        "lcz_kind": "probabilities",
+        "lcz_scale": "1/255",
+        "lcz_resampling": "bilinear",
+    }
+    return SceneSpec.from_mapping(mapping, scene_dir, source)
+
+
+def open_shared(path: Path, patch_size: int) -> list[Dataset]:
+    """[EuroSAT, scene] from the shared data folder, the scene folder alone, or the EuroSAT file alone."""
+    datasets: list[Dataset] = []
+    if path.is_file():
+        return [PATCH_FORMATS["eurosat"](path)]
+    if (path / SHARED_EUROSAT).is_file():
+        datasets.append(PATCH_FORMATS["eurosat"](path / SHARED_EUROSAT))
+    for scene_dir in (path / SHARED_SCENE_DIR, path):
+        if (scene_dir / SHARED_SCENE_IMAGE).is_file():
+            datasets.append(SceneDataset(shared_scene_spec(scene_dir), patch_size))
+            break
+    if not datasets:
+        raise UrbanMTLError(
+            f"'{path}' is not the shared data folder: it has neither {SHARED_EUROSAT} nor "
+            f"{SHARED_SCENE_DIR / SHARED_SCENE_IMAGE}. Give shared/data, shared/data/scene or the EuroSAT file."
+        )
+    return datasets

@@ -1,0 +1,416 @@
+"""Reference layers (HSE and LCZ rasters, LCZ polygons) brought onto a scene's grid one window at a time.
+
+A raster reference is warped window by window with GDAL's warper (`rasterio.warp.reproject`, the engine behind
+WarpedVRT): for each destination window the covering source window (plus a margin for the resampling kernel) is
+read, its no-reference pixels are turned into NaN, and it is reprojected onto the destination grid. Working on
+NaN-masked arrays rather than through a WarpedVRT's single nodata value is what lets HRL's two nodata codes
+(254 and 255), out-of-range percentages and all-zero probability rows drop out of averages and interpolations
+instead of being averaged in. Polygons are read once (training areas are small), reprojected to the scene CRS
+and burnt into each window with `rasterio.features.rasterize`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.features import bounds as geometry_bounds
+from rasterio.features import rasterize
+from rasterio.warp import reproject, transform, transform_bounds, transform_geom
+from rasterio.windows import Window, from_bounds
+
+from ..errors import UrbanMTLError
+from ..lcz import ALIASES, LETTERS, NUM_CLASSES, normalize_codes
+
+#: Source pixels read beyond the window on every side, so kernels near the window edge see full support.
+MARGIN_PX = 2
+#: Spacing, in image pixels, of the lattice of points placed in a reference's CRS (see RasterReference.attach).
+LATTICE_PX = 32
+#: Largest side of the decimated read used to check a whole reference (all nodata? which scale?).
+CHECK_SIDE_PX = 512
+
+Prepare = Callable[[np.ndarray], np.ndarray]
+Bounds = tuple[float, float, float, float]
+
+
+def open_raster(path: str | Path, what: str) -> rasterio.io.DatasetReader:
+    """rasterio.open(path) with an UrbanMTLError naming `what` when GDAL cannot read the file."""
+    try:
+        return rasterio.open(path)
+    except (RasterioError, OSError) as exc:
+        raise UrbanMTLError(
+            f"Cannot open the {what} '{path}' as a raster ({exc}). Give a GeoTIFF, VRT or another raster "
+            f"GDAL can read."
+        ) from None
+
+
+def _crs_label(crs: Optional[CRS]) -> str:
+    if crs is None:
+        return "no CRS"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()[:80]
+
+
+class RasterReference:
+    """A reference raster warped onto destination windows: `bands` (1-based) -> float32 with NaN = none.
+
+    `prepare` turns a raw source block (bands, h, w) into float32 of the same shape with NaN wherever the
+    source has no reference; it may be set after construction (the HSE scale is chosen from a sample).
+    """
+
+    def __init__(self, path: str | Path, bands: Sequence[int], resampling: Resampling, what: str,
+                 prepare: Optional[Prepare] = None) -> None:
+        self.path = str(path)
+        self.bands = [int(b) for b in bands]
+        self.resampling = resampling
+        self.what = what
+        self.prepare = prepare
+        self._src: Optional[rasterio.io.DatasetReader] = None
+        self._grid: Optional[tuple[CRS, Affine, Affine, np.ndarray, np.ndarray]] = None
+        src = self.dataset()
+        bad = [b for b in self.bands if not 1 <= b <= src.count]
+        if bad:
+            raise UrbanMTLError(
+                f"The {what} '{self.path}' has {src.count} band(s); band(s) {bad} do not exist. "
+                f"Choose bands 1..{src.count}."
+            )
+        if src.crs is None:
+            raise UrbanMTLError(
+                f"The {what} '{self.path}' has no coordinate reference system, so it cannot be placed on the "
+                f"image grid. Assign its CRS (e.g. gdal_edit.py -a_srs EPSG:3035 file.tif)."
+            )
+
+    def dataset(self) -> rasterio.io.DatasetReader:
+        if self._src is None or self._src.closed:
+            self._src = open_raster(self.path, self.what)
+        return self._src
+
+    def close(self) -> None:
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.dataset().dtypes[self.bands[0] - 1])
+
+    @property
+    def nodata(self) -> Optional[float]:
+        return self.dataset().nodatavals[self.bands[0] - 1]
+
+    def _window_from_source_bounds(self, left: float, bottom: float, right: float, top: float,
+                                   margin: int) -> Optional[Window]:
+        """Pixel window of the source covering source-CRS bounds plus `margin` pixels, clipped to the raster;
+        None if they do not intersect."""
+        src = self.dataset()
+        win = from_bounds(left, bottom, right, top, transform=src.transform)
+        row0 = math.floor(min(win.row_off, win.row_off + win.height)) - margin
+        col0 = math.floor(min(win.col_off, win.col_off + win.width)) - margin
+        row1 = math.ceil(max(win.row_off, win.row_off + win.height)) + margin
+        col1 = math.ceil(max(win.col_off, win.col_off + win.width)) + margin
+        row0, col0 = max(row0, 0), max(col0, 0)
+        row1, col1 = min(row1, src.height), min(col1, src.width)
+        if row1 <= row0 or col1 <= col0:
+            return None
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
+    def _source_window(self, dst_crs: CRS, bounds: Bounds, margin: int) -> Optional[Window]:
+        src = self.dataset()
+        left, bottom, right, top = transform_bounds(dst_crs, src.crs, *bounds, densify_pts=21)
+        return self._window_from_source_bounds(left, bottom, right, top, margin)
+
+    def sample(self, dst_crs: CRS, bounds: Bounds) -> np.ndarray:
+        """Raw source values over `bounds`, decimated (nearest) to at most 512 px a side: (bands, h, w).
+
+        Raises UrbanMTLError when the raster does not overlap `bounds`.
+        """
+        win = self._source_window(dst_crs, bounds, 0)
+        if win is None:
+            src = self.dataset()
+            raise UrbanMTLError(
+                f"The {self.what} '{self.path}' ({_crs_label(src.crs)}, bounds "
+                f"{tuple(round(v, 3) for v in src.bounds)}) does not overlap the image (bounds "
+                f"{tuple(round(v, 3) for v in bounds)} in {_crs_label(dst_crs)}). Give a reference that "
+                f"covers the scene."
+            )
+        h, w = int(win.height), int(win.width)
+        factor = max(1.0, max(h, w) / CHECK_SIDE_PX)
+        out_shape = (len(self.bands), max(1, int(h / factor)), max(1, int(w / factor)))
+        return self.dataset().read(self.bands, window=win, out_shape=out_shape, resampling=Resampling.nearest)
+
+    def attach(self, grid_crs: CRS, grid_transform: Affine, height: int, width: int) -> None:
+        """Place the image grid (height x width pixels) in the source CRS once, for fast window lookups.
+
+        Creating a coordinate transformation costs ~20 ms, far more than warping a window, so the points of
+        a lattice every LATTICE_PX image pixels (one ring beyond the image) are transformed in one call;
+        a window's source bounds are then the extent of the lattice points around it.
+        """
+        step = LATTICE_PX
+        rows = np.arange(-1, math.ceil(height / step) + 2, dtype=np.float64) * step
+        cols = np.arange(-1, math.ceil(width / step) + 2, dtype=np.float64) * step
+        cc, rr = np.meshgrid(cols, rows)
+        xs, ys = grid_transform * (cc.ravel(), rr.ravel())
+        sx, sy = transform(grid_crs, self.dataset().crs, list(xs), list(ys))
+        self._grid = (grid_crs, grid_transform, ~grid_transform,
+                      np.asarray(sx, dtype=np.float64).reshape(cc.shape),
+                      np.asarray(sy, dtype=np.float64).reshape(cc.shape))
+
+    def _lattice_window(self, dst_transform: Affine, height: int, width: int, margin: int
+                        ) -> Optional[Window]:
+        """Source window of a destination window on (a multiple of) the attached image grid."""
+        _, _, to_pixel, sx, sy = self._grid
+        corners = [dst_transform * (x, y) for x in (0, width) for y in (0, height)]
+        pix = [to_pixel * xy for xy in corners]
+        c0, c1 = min(p[0] for p in pix), max(p[0] for p in pix)
+        r0, r1 = min(p[1] for p in pix), max(p[1] for p in pix)
+        step = LATTICE_PX
+        i0 = min(max(math.floor(r0 / step) + 1, 0), sx.shape[0] - 1)
+        i1 = min(max(math.ceil(r1 / step) + 1, 0), sx.shape[0] - 1)
+        j0 = min(max(math.floor(c0 / step) + 1, 0), sx.shape[1] - 1)
+        j1 = min(max(math.ceil(c1 / step) + 1, 0), sx.shape[1] - 1)
+        px, py = sx[i0:i1 + 1, j0:j1 + 1], sy[i0:i1 + 1, j0:j1 + 1]
+        finite = np.isfinite(px) & np.isfinite(py)
+        if not finite.any():
+            return None
+        return self._window_from_source_bounds(float(px[finite].min()), float(py[finite].min()),
+                                               float(px[finite].max()), float(py[finite].max()), margin)
+
+    def warp(self, dst_transform: Affine, height: int, width: int) -> np.ndarray:
+        """The reference on a destination window of the attached grid's CRS (any pixel size aligned with
+        it): (bands, height, width) float32, NaN = no reference."""
+        if self.prepare is None or self._grid is None:
+            raise RuntimeError("RasterReference.prepare and attach() must be set before warping")
+        out = np.full((len(self.bands), height, width), np.nan, dtype=np.float32)
+        win = self._lattice_window(dst_transform, height, width, MARGIN_PX)
+        if win is None:
+            return out
+        src = self.dataset()
+        data = self.prepare(src.read(self.bands, window=win)).astype(np.float32, copy=False)
+        if not np.isfinite(data).any():
+            return out
+        reproject(
+            source=data, destination=out,
+            src_transform=src.window_transform(win), src_crs=src.crs, src_nodata=np.nan,
+            dst_transform=dst_transform, dst_crs=self._grid[0], dst_nodata=np.nan,
+            resampling=self.resampling,
+        )
+        return out
+
+
+# --- what counts as a reference value ---
+
+
+def hse_prepare(scale: float, nodata: Sequence[float]) -> Prepare:
+    """Raw HSE -> fraction 0..1 (value x scale), NaN for nodata codes, non-finite or out-of-range values."""
+    codes = np.asarray(list(nodata), dtype=np.float64)
+
+    def prepare(raw: np.ndarray) -> np.ndarray:
+        values = raw.astype(np.float32)
+        invalid = ~np.isfinite(values)
+        if codes.size:
+            invalid |= np.isin(raw, codes)
+        fraction = values * np.float32(scale)
+        # A small tolerance keeps 100 % (or 254/254) valid despite float rounding of the scale.
+        invalid |= (fraction < -1e-6) | (fraction > 1 + 1e-5)
+        return np.where(invalid, np.nan, np.clip(fraction, 0.0, 1.0)).astype(np.float32)
+
+    return prepare
+
+
+def codes_prepare(nodata: Optional[float]) -> Prepare:
+    """Raw LCZ codes -> float codes 1..17 (101..107 mapped to 11..17), NaN for 0/nodata/anything else."""
+
+    def prepare(raw: np.ndarray) -> np.ndarray:
+        values = np.asarray(raw)
+        if np.issubdtype(values.dtype, np.floating):
+            values = np.where(np.isfinite(values), values, 0)
+            # Non-integral values are not codes; round-tripping through int would make them look like one.
+            values = np.where(values == np.round(values), values, 0).astype(np.int64)
+        codes = normalize_codes(values).astype(np.float32)
+        if nodata is not None and np.isfinite(nodata):
+            codes[np.asarray(raw) == nodata] = 0
+        return np.where(codes > 0, codes, np.nan).astype(np.float32)
+
+    return prepare
+
+
+def probabilities_prepare(scale: float, nodata: Optional[float]) -> Prepare:
+    """Raw 17-band probabilities -> values x scale; pixels with no reference (all bands 0 or all equal to
+    nodata, any band negative or non-finite) -> NaN in every band, so interpolation never mixes them in."""
+
+    def prepare(raw: np.ndarray) -> np.ndarray:
+        values = raw.astype(np.float32) * np.float32(scale)
+        invalid = ~np.all(np.isfinite(values), axis=0) | np.any(values < 0, axis=0)
+        invalid |= ~np.any(values > 0, axis=0)
+        if nodata is not None and np.isfinite(nodata):
+            invalid |= np.all(raw == nodata, axis=0)
+        values[:, invalid] = np.nan
+        return values
+
+    return prepare
+
+
+# --- LCZ training-area polygons ---
+
+_LCZ_TEXT = re.compile(r"^(?:LCZ)?[\s_:-]*([0-9]+|[A-G])(?:\.0+)?$")
+
+
+def parse_lcz_value(value: Any) -> Optional[int]:
+    """LCZ code 1..17 of an attribute value, None for an empty value or 0; raises ValueError otherwise.
+
+    Accepts numbers 1..17 and 101..107, and text "1".."17", "101".."107", "A".."G", optionally prefixed by
+    "LCZ" (e.g. "LCZ 6", "lcz_G").
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(value)
+    if isinstance(value, (int, np.integer, float, np.floating)):
+        if not math.isfinite(float(value)) or float(value) != int(value):
+            raise ValueError(value)
+        number = int(value)
+    else:
+        text = str(value).strip().upper()
+        if not text:
+            return None
+        match = _LCZ_TEXT.match(text)
+        if not match:
+            raise ValueError(value)
+        token = match.group(1)
+        if token.isalpha():
+            return LETTERS.index(token) + 1
+        number = int(token)
+    if number == 0:
+        return None
+    if 1 <= number <= NUM_CLASSES:
+        return number
+    if number in ALIASES:
+        return ALIASES[number]
+    raise ValueError(value)
+
+
+def _enable_kml() -> None:
+    """Let fiona read KML (WUDAPT's format): GDAL has the drivers, fiona just does not list them by default."""
+    import fiona
+
+    for driver in ("LIBKML", "KML"):
+        fiona.supported_drivers.setdefault(driver, "r")
+
+
+class PolygonReference:
+    """LCZ training-area polygons, reprojected to the image CRS, burnt into windows as LCZ codes.
+
+    Without `layer`, every layer holding `attribute` is read: WUDAPT KML files keep one folder (a layer for
+    GDAL's LIBKML driver) per class.
+    """
+
+    def __init__(self, path: str | Path, attribute: str, layer: Optional[str], dst_crs: CRS,
+                 image_bounds: Bounds) -> None:
+        import fiona
+
+        self.path = str(path)
+        self.attribute = attribute
+        _enable_kml()
+        try:
+            layers = fiona.listlayers(self.path)
+        except Exception as exc:  # fiona raises several types for unreadable files
+            raise UrbanMTLError(
+                f"Cannot read the LCZ polygons '{self.path}' ({exc}). Give a KML, GeoPackage or GeoJSON file."
+            ) from None
+        if layer is not None and layer not in layers:
+            raise UrbanMTLError(
+                f"The LCZ polygon file '{self.path}' has no layer '{layer}'. Its layers: {', '.join(layers)}. "
+                f"Set lcz_layer to one of them."
+            )
+        shapes: list[tuple[dict[str, Any], int, Bounds]] = []
+        invalid: list[Any] = []
+        total = 0
+        self.layers: list[str] = []
+        fields_seen: list[str] = []
+        for name in [layer] if layer is not None else layers:
+            with fiona.open(self.path, layer=name) as src:
+                fields = list(src.schema["properties"])
+                if attribute not in fields:
+                    fields_seen.extend(f for f in fields if f not in fields_seen)
+                    continue
+                self.layers.append(name)
+                if not src.crs_wkt:
+                    raise UrbanMTLError(
+                        f"The LCZ polygon file '{self.path}' (layer '{name}') has no coordinate reference system. "
+                        f"Save it with one (KML is always EPSG:4326)."
+                    )
+                src_crs = CRS.from_wkt(src.crs_wkt)
+                for feature in src:
+                    total += 1
+                    geometry = feature["geometry"]
+                    if geometry is None:
+                        continue
+                    try:
+                        code = parse_lcz_value(feature["properties"][attribute])
+                    except ValueError:
+                        invalid.append(feature["properties"][attribute])
+                        continue
+                    if code is None:
+                        continue
+                    geom = transform_geom(src_crs, dst_crs, _as_mapping(geometry))
+                    shapes.append((geom, code, geometry_bounds(geom)))
+        if not self.layers:
+            where = f"layer '{layer}'" if layer is not None else f"any of its layers ({', '.join(layers)})"
+            raise UrbanMTLError(
+                f"The LCZ polygon file '{self.path}' has no attribute '{attribute}' in {where}. Its attributes: "
+                f"{', '.join(fields_seen) or 'none'}. Set lcz_attribute to the one holding the LCZ codes."
+            )
+        self.layer = ", ".join(self.layers)
+        if invalid:
+            shown = ", ".join(repr(v) for v in list(dict.fromkeys(map(str, invalid)))[:5])
+            raise UrbanMTLError(
+                f"The LCZ polygon file '{self.path}': attribute '{attribute}' has {len(invalid)} value(s) that "
+                f"are not LCZ codes, e.g. {shown}. Use codes 1..17 or 101..107, or labels 1..10 / A..G."
+            )
+        if not shapes:
+            raise UrbanMTLError(
+                f"None of the {total} polygon(s) in '{self.path}' has an LCZ value in attribute "
+                f"'{attribute}' (all empty or 0), so there is no reference. Fill in the LCZ codes."
+            )
+        left, bottom, right, top = image_bounds
+        self.shapes = [s for s in shapes
+                       if s[2][0] < right and s[2][2] > left and s[2][1] < top and s[2][3] > bottom]
+        if not self.shapes:
+            raise UrbanMTLError(
+                f"None of the {len(shapes)} LCZ polygon(s) in '{self.path}' overlaps the image (bounds "
+                f"{tuple(round(v, 1) for v in image_bounds)} in {_crs_label(dst_crs)}). Give polygons inside "
+                f"the scene."
+            )
+
+    def codes(self, dst_transform: Affine, height: int, width: int) -> np.ndarray:
+        """(height, width) uint8 LCZ codes 1..17 of a window at 10 m, 0 where no polygon lies (later
+        polygons win where they overlap). Only pixels whose centre is inside a polygon are burnt."""
+        left, top = dst_transform * (0, 0)
+        right, bottom = dst_transform * (width, height)
+        x0, x1 = min(left, right), max(left, right)
+        y0, y1 = min(top, bottom), max(top, bottom)
+        hits = [(g, c) for g, c, b in self.shapes if b[0] < x1 and b[2] > x0 and b[1] < y1 and b[3] > y0]
+        if not hits:
+            return np.zeros((height, width), dtype=np.uint8)
+        return rasterize(hits, out_shape=(height, width), transform=dst_transform, fill=0, dtype="uint8")
+
+    def close(self) -> None:
+        """Nothing stays open: polygons are held in memory."""
+
+
+def _as_mapping(geometry: Any) -> dict[str, Any]:
+    """A GeoJSON-like dict from a fiona geometry (a Geometry object in fiona 1.9, a dict before)."""
+    if isinstance(geometry, dict):
+        return geometry
+    interface = getattr(geometry, "__geo_interface__", None)
+    if interface is not None:
+        return dict(interface)
+    return {"type": geometry["type"], "coordinates": geometry["coordinates"]}
