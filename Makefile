@@ -38,6 +38,6 @@ demo: venv
 	$(PY) -m core.demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache dist demo
+	rm -rf $(VENV) .pytest_cache dist demo build
 
 -include mk/*.mk
