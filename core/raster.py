@@ -34,7 +34,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from .bands import (
-    LAYOUTS, MODEL_BANDS, QUANTIFICATION_VALUE, normalize_band_name, offset_for_baseline,
+    LAYOUTS, MODEL_BANDS, QUANTIFICATION_VALUE, layout_of_13_bands, normalize_band_name, offset_for_baseline,
     resolve_band_indices,
 )
 from .errors import UrbanMTLError
@@ -236,13 +236,18 @@ def _open_input(source: InputSpec, bands: Optional[Sequence[str]], stack: ExitSt
     if ds.count == 1 and _BAND_FILE_RE.search(path.name):
         hint = (" It looks like a single-band file of a granule: pass the folder that holds all band files, "
                 "or all of them, to stack them.")
+    layout, layout_note = None, ""
+    if ds.count == len(LAYOUTS["L1C"]) and bands is None and not any(normalize_band_name(d) for d in descriptions):
+        layout, why = layout_of_13_bands(_center_medians(ds))
+        layout_note = f" (13 unnamed bands: {why}; name the bands with --bands if this is wrong)"
     try:
-        idx = resolve_band_indices(ds.count, descriptions, bands=bands, source=f"'{path.name}'")
+        idx = resolve_band_indices(ds.count, descriptions, bands=bands, layout=layout, source=f"'{path.name}'")
     except UrbanMTLError as exc:
         raise UrbanMTLError(str(exc) + hint) from None
     opened = _Opened(dataset=ds, indexes=[i + 1 for i in idx], name=f"'{path.name}'")
     opened.messages.append(
-        f"{opened.name}: band mapping " + ", ".join(f"{b}=band {i + 1}" for b, i in zip(MODEL_BANDS, idx)) + "."
+        f"{opened.name}: band mapping " + ", ".join(f"{b}=band {i + 1}" for b, i in zip(MODEL_BANDS, idx))
+        + layout_note + "."
     )
     _collect_metadata(opened, ds.tags(), [ds.tags(i) for i in opened.indexes], str(path), None)
     return opened
@@ -267,6 +272,19 @@ def _expand(source: InputSpec) -> list[Path]:
             raise UrbanMTLError(f"The input '{text}' does not exist. Check the path.")
         paths.append(path)
     return paths
+
+
+def _center_medians(ds, size: int = 256) -> list[float]:
+    """Median DN of each band over the valid pixels of a central window of at most size x size pixels
+    (a cheap look at the content; nodata and all-zero pixels are left out)."""
+    h, w = min(size, ds.height), min(size, ds.width)
+    data = ds.read(window=Window((ds.width - w) // 2, (ds.height - h) // 2, w, h)).astype(np.float64)
+    valid = ~np.all(data == 0, axis=0)
+    for k, nodata in enumerate(ds.nodatavals):
+        if nodata is not None and not math.isnan(nodata):
+            valid &= data[k] != nodata
+    valid &= np.all(np.isfinite(data), axis=0)
+    return [float(np.median(band[valid])) if valid.any() else 0.0 for band in data]
 
 
 def _rasterio_open(path: str, name: str, stack: ExitStack):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from core.bands import (LAYOUTS, MODEL_BANDS, dn_to_reflectance, normalize_band_name, offset_for_baseline,
-                        resolve_band_indices)
+from core.bands import (LAYOUTS, MODEL_BANDS, dn_to_reflectance, layout_of_13_bands, normalize_band_name,
+                        offset_for_baseline, resolve_band_indices)
 from core.errors import UrbanMTLError
 from core.lcz import COLORS, NAMES, WA_MATRIX, label, normalize_codes
 
@@ -60,3 +60,11 @@ def test_lcz_legend_and_wa_matrix():
     assert WA_MATRIX[0, 13] == 0.0 and WA_MATRIX[14, 3] == pytest.approx(1 / 12)
     np.testing.assert_array_equal(normalize_codes(np.array([0, 1, 10, 101, 107, 17, 18, 255])),
                                   [0, 1, 10, 11, 17, 17, 0, 0])
+
+
+def test_13_band_order_from_the_dark_cirrus_band():
+    l1c = [1100, 900, 800, 700, 1000, 1800, 2100, 2200, 2300, 600, 12, 1700, 1000]
+    eurosat = l1c[:8] + [600, 12, 1700, 1000, 2300]          # B9, B10, B11, B12, then B8A last
+    assert layout_of_13_bands(l1c)[0] == "L1C"
+    assert layout_of_13_bands(eurosat)[0] == "EUROSAT"
+    assert layout_of_13_bands([1000] * 13)[0] == "L1C"       # no dark band: the documented default

@@ -11,13 +11,14 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from core.bands import LAYOUTS, MODEL_BANDS
+from core.bands import LAYOUTS, MODEL_BANDS, layout_of_13_bands
 from core.errors import UrbanMTLError
 from core.raster import open_scene, utm_crs_for
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 SCENE_TIF = SHARED / "data" / "scene" / "T33UUU_20170216_L1C_13band.tif"
 JP2_DIR = SHARED / "data" / "scene" / "IMG_DATA"
+EUROSAT_H5 = SHARED / "data" / "eurosat" / "eurosat_s2_teacher.h5"
 L1C = LAYOUTS["L1C"]
 
 
@@ -67,13 +68,39 @@ def test_layouts_by_band_count(tmp_path, layout):
     np.testing.assert_allclose(pixel, expected_reflectance(), rtol=1e-6)
 
 
-def test_eurosat_layout_needs_explicit_names(tmp_path):
+def test_eurosat_layout_by_name_or_by_its_dark_cirrus_band(tmp_path):
     path = write_raster(tmp_path / "eurosat.tif", layout_stack(LAYOUTS["EUROSAT"]))
     pixel, _ = read_center(path, bands=list(LAYOUTS["EUROSAT"]))
     np.testing.assert_allclose(pixel, expected_reflectance(), rtol=1e-6)
-    # Without names a 13-band file is read as L1C: B8A then comes from B9's position (documented rule).
-    wrong, _ = read_center(path)
+    # Unnamed, with no band darker than the others, a 13-band file is read as L1C (B8A from B9's position).
+    wrong, scene = read_center(path)
     assert not np.allclose(wrong, expected_reflectance())
+    assert any("Level-1C order" in m for m in scene.messages)
+    # As in real data, B10 (cirrus) far darker than B11: band 10 is B10, so the file is in the EuroSAT order.
+    data = layout_stack(LAYOUTS["EUROSAT"])
+    data[LAYOUTS["EUROSAT"].index("B10")] = 12
+    path = write_raster(tmp_path / "eurosat_real.tif", data)
+    pixel, scene = read_center(path)
+    np.testing.assert_allclose(pixel, expected_reflectance(), rtol=1e-6)
+    assert any("EuroSAT order" in m for m in scene.messages)
+    # The same dark B10 in the L1C order stays L1C.
+    data = layout_stack(L1C)
+    data[L1C.index("B10")] = 12
+    pixel, _ = read_center(write_raster(tmp_path / "l1c_real.tif", data))
+    np.testing.assert_allclose(pixel, expected_reflectance(), rtol=1e-6)
+
+
+@pytest.mark.skipif(not EUROSAT_H5.exists(), reason="../shared/data is not available")
+def test_real_eurosat_patches_and_scene_crops_get_their_13_band_order():
+    import h5py
+
+    with h5py.File(EUROSAT_H5) as f:
+        patches = f["x"][:]
+    assert [layout_of_13_bands(np.median(p.reshape(-1, 13), axis=0))[0] for p in patches] == ["EUROSAT"] * len(patches)
+    with rasterio.open(SCENE_TIF) as src:
+        scene = src.read()
+    crops = [scene[:, r:r + 64, c:c + 64] for r in range(0, 704, 64) for c in range(0, 1472, 64)]
+    assert {layout_of_13_bands(np.median(c.reshape(13, -1), axis=1))[0] for c in crops} == {"L1C"}
 
 
 def test_band_descriptions_in_any_order(tmp_path):
