@@ -230,6 +230,7 @@ def child_patch(args: dict) -> dict:
     pure, trace = pure_compute_seconds(call, (batch, 32, 32, 10), n_batches,
                                        patches_run - (n_batches - 1) * batch)
     flops_patch = graph_flops(lambda x: model(x, training=False), (1, 32, 32, 10))
+    size = args["size"]
     return dict(total_s=engine, engine_s=engine, pure_s=pure, trace_s=trace, tiles=patches_run, tile="32x32",
                 model_flops_px=flops_patch / (32 * 32), flops=flops_patch * patches_run,
                 peak_mb=peak_kernel, base_mb=base, hwm_mb=rss_mb()[1], km2=size * size * 1e-4)
