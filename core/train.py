@@ -277,8 +277,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     steps = steps_per_epoch(train_sets, cfg.batch_size, training=True)
     val_steps = steps_per_epoch(val_sets, cfg.batch_size, training=False) if val_sets else 0
     start = state["epochs_done"]
-    if start >= cfg.epochs or (resume and state["wait"] >= cfg.patience):
-        print(f"Run '{run}' already finished ({start} epochs); writing its model again.")
+    finished = start >= cfg.epochs or (resume and state["wait"] >= cfg.patience)
+    if finished:
+        why = (f"stopped early after {start} epochs" if start < cfg.epochs
+               else f"{start} of {cfg.epochs} epochs done; pass a larger --epochs with --resume to train on")
+        print(f"Run '{run}' already finished ({why}); writing its model again.")
 
     strategy = _strategy(cfg.distribute)
     with strategy.scope():
@@ -296,8 +299,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 for var, key in zip(trainer.optimizer.variables, sorted(saved_vars.files, key=lambda k: int(k.split("_")[1]))):
                     var.assign(saved_vars[key])
             _truncate_log(run / LOG_FILE, start)
-            print(f"Resuming '{run}' after epoch {start} (best {state.get('monitor', 'loss')} "
-                  f"{state['best']:.4f} at epoch {state['best_epoch']}).")
+            if not finished:
+                print(f"Resuming '{run}' after epoch {start} (best {state.get('monitor', 'loss')} "
+                      f"{state['best']:.4f} at epoch {state['best_epoch']}).")
 
     monitor = "val_loss" if val_sets else "loss"
     state["monitor"] = monitor
@@ -306,7 +310,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     print(f"Training {cfg.variant} (base width {model_cfg.base_width}) on {sum(len(d) for d in train_sets)} samples/epoch "
           f"({steps} steps), validating on {val_steps} batches; run folder {run}")
     started = time.time()
-    if start < cfg.epochs and state["wait"] < cfg.patience:
+    if not finished:
         trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=start, steps_per_epoch=steps,
                     validation_data=val_ds, validation_steps=val_steps or None, shuffle=False,
                     callbacks=_callbacks(trainer, run, cfg, state, monitor), verbose=1 if sys.stdout.isatty() else 2)
