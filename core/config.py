@@ -17,6 +17,8 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     val_data: list[str] = field(default_factory=list)
     val_fraction: float = 0.2          # used when no val_data is given: split by patch or by area
+    split_seed: int = 0                # seed of that split (kept apart from `seed`: runs of several seeds
+                                       # validate on the same patches and areas)
     variant: str = "mtl_learned_p2f"
     base_width: int = 16
     in_bands: int = 10

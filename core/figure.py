@@ -20,8 +20,11 @@ def _true_colour(band_dir: Path, shape: tuple[int, int]) -> np.ndarray:
         with rasterio.open(path) as src:
             channels.append(src.read(1, out_shape=shape, resampling=Resampling.average).astype(np.float32))
     rgb = np.dstack(channels) / 10000.0
-    lo, hi = np.percentile(rgb, 2), np.percentile(rgb, 98)
-    return np.clip((rgb - lo) / (hi - lo), 0, 1)
+    # Per channel: top-of-atmosphere blue is brighter than red (haze), and one stretch for all three channels
+    # would tint the picture blue. A mild gamma lifts the dark fields and forests.
+    lo = np.percentile(rgb, 2, axis=(0, 1))
+    hi = np.percentile(rgb, 98, axis=(0, 1))
+    return np.clip((rgb - lo) / (hi - lo), 0, 1) ** 0.8
 
 
 def demo_figure(band_dir: Path, hse_path: Path, lcz_path: Path, png: Path) -> Path:
@@ -47,7 +50,7 @@ def demo_figure(band_dir: Path, hse_path: Path, lcz_path: Path, png: Path) -> Pa
     axes[0].set_title("Sentinel-2 true colour (B4, B3, B2)")
     im = axes[1].imshow(hse, cmap="magma_r", vmin=0, vmax=1, extent=extent, interpolation="nearest")
     axes[1].set_title("HSE density (20 m)")
-    fig.colorbar(im, ax=axes[1], fraction=0.046, label="built-up fraction")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, shrink=0.6, label="built-up fraction")
     axes[2].imshow(lcz, cmap=ListedColormap(colours), vmin=0, vmax=NUM_CLASSES, extent=lcz_extent,
                    interpolation="nearest")
     axes[2].set_title("Local Climate Zones (100 m)")

@@ -266,7 +266,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if cfg.val_data:
         val_sets = _open_all(cfg.val_data, cfg.patch_size)
     elif cfg.val_fraction > 0:
-        pairs = [d.split(cfg.val_fraction, cfg.seed or 0) for d in train_sets]
+        pairs = [d.split(cfg.val_fraction, cfg.split_seed) for d in train_sets]
         train_sets, val_sets = [p[0] for p in pairs], [p[1] for p in pairs]
     else:
         val_sets = []
@@ -429,13 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "FORMAT:PATH with FORMAT in authors, so2sat, eurosat, scene, shared")
     p.add_argument("--val-data", nargs="+", help="validation datasets (default: split --val-fraction off the "
                    "training data by patch, or by area for scenes)")
-    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--val-fraction", type=float, help="share split off for validation when no --val-data is "
+                   "given (default 0.2)")
+    p.add_argument("--split-seed", type=int, help="seed of that split (default 0), independent of --seed")
     p.add_argument("--variant", help="hse, lcz, mtl_equal, mtl_learned, mtl_learned_p2f (default), mtl_no_cbam")
     p.add_argument("--base-width", type=int, help="base number of filters f (default 16)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 100)")
     p.add_argument("--batch-size", type=int, help="patches per batch, over all GPUs (default 8)")
     p.add_argument("--patch-size", type=int, help="training patch size in 10 m pixels (default 128)")
     p.add_argument("--learning-rate", type=float, help="Nesterov Adam learning rate (default 0.002)")
+    p.add_argument("--lr-decay", type=float, help="learning-rate factor applied every --lr-decay-every epochs "
+                   "(default 0.75)")
+    p.add_argument("--lr-decay-every", type=int, help="epochs between learning-rate decays (default 2)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 10)")
     p.add_argument("--spectral-jitter", type=float, help="sigma of per-band multiplicative jitter (default 0)")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False,

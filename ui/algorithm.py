@@ -54,11 +54,12 @@ one multitask convolutional network (Qiu et al. 2022). The same engine runs from
 <p><b>Sentinel-2 image</b>: Level-1C or Level-2A, any raster GDAL reads (GeoTIFF, VRT, a .SAFE folder or its
 .zip). The network reads the ten bands {", ".join(MODEL_BANDS)} on the 10 m grid. They are found from the band
 names in the file (B2, B02, B8A, &hellip;); a file without band names is read by its band count: 13 bands =
-Level-1C order (B1&hellip;B12 with B8A after B8), 12 bands = Level-2A (no B10), 10 bands = the order above.
+Level-1C order (B1&hellip;B12 with B8A after B8), or the EuroSAT order (B8A last) when band 10 is the dark cirrus
+band B10; 12 bands = Level-2A (no B10); 10 bands = the order above. The log says which mapping was used.
 A raster that is not 10 m or not in a projected CRS is warped on the fly to 10 m in its UTM zone.</p>
 <p><b>Bands</b> (optional): for any other stack, choose exactly ten bands, <i>in the order</i>
 {", ".join(MODEL_BANDS)}; the first band chosen is used as B2, the second as B3, and so on (drag the bands into
-this order in the selection list). Mind EuroSAT files: their B8A is the last band.</p>
+this order in the selection list).</p>
 <p><b>Scaling</b>: digital numbers are converted to reflectance as (DN + offset) / 10000, nothing else. The
 offset is &minus;1000 for products of processing baseline 04.00 and later (acquired from 25 January 2022 on)
 when the product metadata says so (RADIO_ADD_OFFSET / BOA_ADD_OFFSET, as a .SAFE product carries it), else 0.

@@ -85,6 +85,8 @@ def test_mixed_formats_and_lcz_only_data(data, tmp_path):
                               "--epochs", "1", "--out", str(run), *SMALL]) == 0
     card = json.loads((run / "model_card.json").read_text())
     assert [d["format"] for d in card["training"]["data"]] == ["authors", "so2sat"]
+    # The validation split has its own seed: runs of other --seed values validate on the same patches.
+    assert {d["split"]["seed"] for d in card["training"]["validation_data"]} == {0}
     lcz_only = tmp_path / "lcz_only"
     assert train_module.main(["--data", data["so2sat"], "--variant", "lcz", "--val-fraction", "0.25",
                               "--epochs", "1", "--out", str(lcz_only), *SMALL]) == 0
