@@ -33,6 +33,9 @@ def evaluate(
     out: str | os.PathLike | None = None,
     confusion_png: str | os.PathLike | None = None,
     progress: bool = True,
+    subset: str = "all",
+    val_fraction: Optional[float] = None,
+    split_seed: Optional[int] = None,
 ) -> dict[str, Any]:
     """Run `model` over every patch/tile of `data` once and score it against the references.
 
@@ -42,6 +45,10 @@ def evaluate(
     hse_threshold: built = HSE >= threshold for the binary HSE scores (fraction 0..1).
     out: where to write the JSON (None = do not write). confusion_png: where to draw the LCZ confusion
     matrix (None = do not draw; nothing is drawn without an LCZ result).
+    subset: "all" (every patch), or "val" / "train": the validation or training part of each dataset as
+    core.train splits it (by patch, or by blocks of 2 x patch_size px for scenes). val_fraction and split_seed
+    default to the values in the model card's training settings, so "val" scores exactly the patches and
+    areas the model was validated on (give the training patch_size too: it sets the scene blocks).
 
     Returns {"hse": {...}, "lcz": {...}, "model": path, "data": [per-dataset description and metrics],
     "n_batches": int, "scene_labels": {...}}; "hse"/"lcz" only where the model predicts the task and the data has
@@ -69,6 +76,9 @@ def evaluate(
 
     loaded = load_model(model)
     opened = [(spec, dataset) for spec in data for dataset in open_datasets(spec, patch_size=patch_size)]
+    if subset != "all":
+        fraction, seed = _split_settings(loaded, subset, val_fraction, split_seed)
+        opened = [(spec, dataset.split(fraction, seed)[subset == "val"]) for spec, dataset in opened]
     if not opened:
         raise UrbanMTLError(f"The data {', '.join(data)} holds no dataset to evaluate on. Check the paths.")
     _check_tasks(loaded, [d for _, d in opened], loaded.path)
@@ -145,6 +155,25 @@ def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+SUBSETS = ("all", "train", "val")
+
+
+def _split_settings(loaded: Any, subset: str, val_fraction: Optional[float],
+                    split_seed: Optional[int]) -> tuple[float, int]:
+    """(val_fraction, split_seed) for a train/val subset: the arguments, else the model card's training ones."""
+    if subset not in SUBSETS:
+        raise UrbanMTLError(f"Unknown subset '{subset}'. Choose one of: {', '.join(SUBSETS)}.")
+    trained = loaded.card.get("training", {}).get("config", {})
+    fraction = val_fraction if val_fraction is not None else trained.get("val_fraction")
+    seed = split_seed if split_seed is not None else trained.get("split_seed", 0)
+    if fraction is None:
+        raise UrbanMTLError(
+            f"The model card of '{loaded.path}' does not say how its training data was split. Give --val-fraction "
+            f"(and --split-seed) to choose the {subset} part, or use --subset all."
+        )
+    return float(fraction), int(seed)
+
 
 
 def _check_tasks(loaded: Any, datasets: list[Any], path: Path) -> None:
@@ -331,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patch-size", type=int, default=128, metavar="N",
                         help="Tile size in 10 m pixels for scene datasets, a multiple of 8 (default 128). "
                              "Patch files keep their own patch size.")
+    parser.add_argument("--subset", choices=SUBSETS, default="all",
+                        help="Score every patch (all, default), or only the validation (val) or training (train) "
+                             "part of each dataset as 'python -m core.train' splits it without --val-data. The split "
+                             "settings come from the model card; pass the training --patch-size for scenes.")
+    parser.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                        help="With --subset: the share split off for validation (default: the model card's).")
+    parser.add_argument("--split-seed", type=int, default=None, metavar="N",
+                        help="With --subset: the seed of the split (default: the model card's, else 0).")
     parser.add_argument("--hse-threshold", type=float, default=0.5, metavar="T",
                         help="HSE fraction from which a pixel counts as built for Kappa, AA, recall and F1 "
                              "(default 0.5).")
@@ -350,6 +387,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = evaluate(
             args.model, args.data, batch_size=args.batch_size, patch_size=args.patch_size,
             hse_threshold=args.hse_threshold, out=args.out, confusion_png=png, progress=not args.no_progress,
+            subset=args.subset, val_fraction=args.val_fraction, split_seed=args.split_seed,
         )
     except UrbanMTLError as exc:
         print(f"error: {exc}", file=sys.stderr)

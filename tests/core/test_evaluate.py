@@ -191,3 +191,26 @@ def test_shared_eurosat_scene_labels(run_dir, tmp_path):
     assert scenes["Residential"]["reference_share_built"] == 1.0 and scenes["Forest"]["reference_share_built"] == 0.0
     assert scenes["SeaLake"]["reference_mean_hse"] < 0.05 < scenes["Industrial"]["reference_mean_hse"]
     assert json.loads((tmp_path / "eurosat.json").read_text())["scene_labels"] == scenes
+
+
+def test_subsets_are_the_training_split_and_default_to_the_card(tmp_path, authors_h5, capsys):
+    folder, network = _save_tiny(tmp_path / "run", "mtl_learned_p2f")
+    out = tmp_path / "m.json"
+    # A card without training settings: the split must be given.
+    assert main(["--model", str(folder), "--data", str(authors_h5), "--out", str(out), "--subset", "val",
+                 "--no-progress"]) == 2
+    assert "--val-fraction" in capsys.readouterr().err
+    card_file = folder / "model_card.json"
+    card = json.loads(card_file.read_text())
+    card["training"] = {"config": {"val_fraction": 0.25, "split_seed": 7}}
+    card_file.write_text(json.dumps(card))
+    counts = {}
+    for subset in ("all", "train", "val"):
+        result = evaluate(folder, [str(authors_h5)], subset=subset, progress=False)
+        counts[subset] = result["hse"]["n"] // (SIZE // 2) ** 2
+        if subset != "all":
+            assert result["data"][0]["split"] == {"by": "patch", "val_fraction": 0.25, "seed": 7}
+    assert counts == {"all": N, "train": N - 1, "val": 1}
+    # Flags override the card.
+    assert evaluate(folder, [str(authors_h5)], subset="val", val_fraction=0.5, progress=False)["hse"]["n"] \
+        == 2 * (SIZE // 2) ** 2

@@ -66,4 +66,7 @@ def test_bundled_model_in_qgis_process_maps_lakes_as_water_and_villages_as_settl
             distance = np.hypot(rows - r, cols - c) * src.res[0]
             village = hse[distance <= 200].mean()
             around = hse[(distance > 400) & (distance <= 1000)].mean()
-            assert village > 1.5 * around, f"village {(x, y)}: HSE {village:.3f} vs {around:.3f} around it"
+            # Measured with bundled model v2 on the full scene: 0.45 vs 0.13 and 0.20 vs 0.06 (the teacher's
+            # proxy: 0.59 vs 0.11 and 0.62 vs 0.12).
+            assert village > 2 * around and village > 0.15, (
+                f"village {(x, y)}: HSE {village:.3f} vs {around:.3f} around it")
