@@ -60,6 +60,6 @@ def demo_figure(band_dir: Path, hse_path: Path, lcz_path: Path, png: Path) -> Pa
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.savefig(png, dpi=90)
+    fig.savefig(png, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return png
