@@ -167,6 +167,7 @@ class OutputSet:
         self._temps: list[Path] = []           # every temporary file made, removed unless committed
         self._raster_tmp: dict[str, Path] = {}
         self._datasets: dict[str, Any] = {}
+        self._pending: dict[str, tuple[int, list[np.ndarray]]] = {}   # rows not yet handed to GDAL
         self._grid20, self._grid100 = grid20, grid100
         self._committed = False
 
@@ -194,6 +195,9 @@ class OutputSet:
             transform=grid.transform, nodata=LCZ_NODATA if kind == "lcz" else FLOAT_NODATA,
             tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, compress="deflate",
             predictor=2 if kind == "lcz" else 3, bigtiff="IF_SAFER",
+            # Blocks are flushed row by row (see write): without SPARSE_OK each flush would first store every
+            # block not yet written as an empty one, to be stored again when its rows come.
+            sparse_ok=True,
         )
         ds = rasterio.open(path, "w", **profile)
         ds.update_tags(**self._tags)
@@ -209,17 +213,48 @@ class OutputSet:
         return ds
 
     def write(self, kind: str, row: int, values: np.ndarray) -> None:
-        """Write rows [row, row + len(values)) of a raster output (full width)."""
-        ds = self._datasets.get(kind)
-        if ds is None:
+        """Write rows [row, row + len(values)) of a raster output (full width); rows come top to bottom.
+
+        Rows are held here until they fill whole rows of BLOCK_SIZE-high tiles, which then go to GDAL and are
+        flushed to disk at once. GDAL would otherwise keep every block written in its cache until the file is
+        closed (the whole HSE map: 120 MB for a Sentinel-2 tile), and a tile written in parts would be
+        compressed and stored more than once.
+        """
+        if kind not in self._datasets:
             return
+        start, rows = self._pending.get(kind, (row, []))
+        if row != start + sum(len(r) for r in rows):
+            raise RuntimeError(f"{kind} rows must be written in order: got row {row}")
+        rows.append(values)
+        held = sum(len(r) for r in rows)
+        ready = (start + held) // BLOCK_SIZE * BLOCK_SIZE - start
+        if ready <= 0:
+            self._pending[kind] = (start, rows)
+            return
+        block = np.concatenate(rows)
+        self._write_rows(kind, start, block[:ready])
+        self._pending[kind] = (start + ready, [block[ready:]] if ready < held else [])
+
+    def _write_rows(self, kind: str, row: int, values: np.ndarray) -> None:
+        """Hand rows to GDAL and flush them to the file (closing and reopening it is rasterio's flush)."""
+        ds = self._datasets[kind]
         ds.write(values[np.newaxis], window=Window(0, row, values.shape[1], values.shape[0]))
+        ds.close()
+        self._datasets[kind] = rasterio.open(self._raster_tmp[kind], "r+")
+
+    def _write_pending(self) -> None:
+        for kind, (start, rows) in list(self._pending.items()):
+            if rows and kind in self._datasets and not self._datasets[kind].closed:
+                self._datasets[kind].write(np.concatenate(rows)[np.newaxis],
+                                           window=Window(0, start, rows[0].shape[1], sum(len(r) for r in rows)))
+        self._pending.clear()
 
     def has(self, kind: str) -> bool:
         return kind in self._datasets or (kind == "stats" and self.plan.stats is not None)
 
     def commit(self, stats_rows: Optional[list[dict]] = None) -> None:
         """Finish every file and rename it to its final name."""
+        self._write_pending()
         self._close_all()
         finals: list[tuple[Path, Path]] = []
         for kind, final in self.plan.items():

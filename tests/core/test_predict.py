@@ -470,11 +470,36 @@ def test_memory_does_not_grow_with_scene_height(tmp_path):
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
         peaks[height] = (acc.peak_rows, peak)
-        assert acc.top == layout.output_height and acc.wsum.shape[0] == 0      # everything was finished
-    # The row buffer spans only the tile rows in progress (a batch may straddle two), whatever the height:
-    # at most a tile, two steps between tile rows and a partly finished 100 m cell, in 20 m rows.
-    assert max(peaks[1536][0], peaks[192][0]) <= 64 // 2 + 2 * 48 // 2 + 4
+        assert acc.top == layout.output_height and acc.used == 0      # everything was finished
+    # The row buffer spans only the tile row in progress (rows finished by the previous tile row leave before
+    # the next is added, even within a batch), whatever the height: a tile and a partly finished 100 m cell.
+    assert max(peaks[1536][0], peaks[192][0]) <= 64 // 2 + 4
     assert peaks[1536][1] < 1.3 * peaks[192][1]
+
+
+def test_outputs_are_flushed_block_row_by_block_row(tmp_path):
+    from osgeo import gdal
+
+    from core.outputs import BLOCK_SIZE, GridSpec, OutputSet, plan_outputs
+
+    width = 3 * BLOCK_SIZE
+    grid20 = GridSpec(width, width, from_origin(300000, 5900000, 20, 20), "EPSG:32633")
+    grid100 = GridSpec(width // 5 + 1, width // 5 + 1, from_origin(300000, 5900000, 100, 100), "EPSG:32633")
+    plan = plan_outputs(str(tmp_path / "h.tif"), str(tmp_path / "l.tif"), overwrite=False, inputs=[])
+    values = np.random.default_rng(0).random((width, width), dtype=np.float32)
+    used = []
+    with OutputSet(plan, grid20, grid100) as out:
+        for row in range(0, width, 110):                  # rows in chunks that do not match the blocks
+            out.write("hse", row, values[row:row + 110])
+            used.append(gdal.GetCacheUsed())
+        out.write("lcz", 0, np.ones((grid100.height, grid100.width), np.uint8))
+        out.commit([])
+    # GDAL never holds more than the block row in progress (3 blocks of 256 x 256 float32 = 0.8 MB), instead
+    # of every block written so far.
+    assert max(used) < 1_000_000
+    with rasterio.open(tmp_path / "h.tif") as src:
+        np.testing.assert_array_equal(src.read(1), values)
+        assert src.block_shapes[0] == (BLOCK_SIZE, BLOCK_SIZE)
 
 
 # --- command line ---
