@@ -21,6 +21,7 @@ from .metrics import MetricAccumulator, plot_confusion_matrix
 
 #: Suffix that turns METRICS.json into the default confusion-matrix figure, METRICS_confusion.png.
 CONFUSION_SUFFIX = "_confusion.png"
+DEFAULT_PATCH_SIZE = 128   # scene tile size for evaluation when neither the caller nor a training card gives one
 
 
 def evaluate(
@@ -28,7 +29,7 @@ def evaluate(
     data: Sequence[str] | str,
     *,
     batch_size: int = 8,
-    patch_size: int = 128,
+    patch_size: Optional[int] = None,
     hse_threshold: float = 0.5,
     out: str | os.PathLike | None = None,
     confusion_png: str | os.PathLike | None = None,
@@ -42,13 +43,15 @@ def evaluate(
     model: a .keras file, a training run folder, or None for the bundled model.
     data: dataset specs as core.data.open_datasets accepts them (a path or "FORMAT:PATH").
     patch_size: tile size in 10 m pixels for scene datasets (multiple of 8); patch files keep their own size.
+    None = the training patch size from the model card with a "val"/"train" subset, else DEFAULT_PATCH_SIZE.
     hse_threshold: built = HSE >= threshold for the binary HSE scores (fraction 0..1).
     out: where to write the JSON (None = do not write). confusion_png: where to draw the LCZ confusion
     matrix (None = do not draw; nothing is drawn without an LCZ result).
     subset: "all" (every patch), or "val" / "train": the validation or training part of each dataset as
     core.train splits it (by patch, or by blocks of 2 x patch_size px for scenes). val_fraction and split_seed
     default to the values in the model card's training settings, so "val" scores exactly the patches and
-    areas the model was validated on (give the training patch_size too: it sets the scene blocks).
+    areas the model was validated on. The scene blocks depend on the patch size: a patch_size other than the
+    card's training one is refused with a subset, as its blocks would mix training and validation areas.
 
     Returns {"hse": {...}, "lcz": {...}, "model": path, "data": [per-dataset description and metrics],
     "n_batches": int, "scene_labels": {...}}; "hse"/"lcz" only where the model predicts the task and the data has
@@ -63,8 +66,10 @@ def evaluate(
         raise UrbanMTLError("No evaluation data was given. Pass at least one dataset (a path or FORMAT:PATH).")
     if batch_size < 1:
         raise UrbanMTLError(f"The batch size must be at least 1; got {batch_size}.")
-    if patch_size < 8 or patch_size % 8:
-        raise UrbanMTLError(f"The patch size must be a positive multiple of 8 pixels; got {patch_size}.")
+    if patch_size is not None:
+        _check_patch_size(patch_size)
+    if subset not in SUBSETS:
+        raise UrbanMTLError(f"Unknown subset '{subset}'. Choose one of: {', '.join(SUBSETS)}.")
     if not 0.0 < hse_threshold <= 1.0:
         raise UrbanMTLError(
             f"The HSE threshold must be a fraction in (0, 1] (built = HSE >= threshold); got {hse_threshold}."
@@ -72,12 +77,26 @@ def evaluate(
 
     # TensorFlow and the data readers are imported here so that `--help` and argument errors stay instant.
     from .data import open_datasets
+    from .data.scene import SceneDataset
     from .model import load_model
 
     loaded = load_model(model)
+    trained_patch = loaded.card.get("training", {}).get("config", {}).get("patch_size") if subset != "all" else None
+    given_patch = patch_size
+    if patch_size is None:
+        patch_size = int(trained_patch) if trained_patch else DEFAULT_PATCH_SIZE
+        _check_patch_size(patch_size)
     opened = [(spec, dataset) for spec in data for dataset in open_datasets(spec, patch_size=patch_size)]
     if subset != "all":
         fraction, seed = _split_settings(loaded, subset, val_fraction, split_seed)
+        if given_patch is not None and trained_patch and given_patch != int(trained_patch) and \
+                any(isinstance(dataset, SceneDataset) for _, dataset in opened):
+            raise UrbanMTLError(
+                f"With --subset {subset}, scenes are cut into the blocks core.train split them into, which depend "
+                f"on the training patch size ({int(trained_patch)} px, from the model card); --patch-size "
+                f"{given_patch} would cut other blocks and mix training and validation areas. Leave --patch-size "
+                f"out, or give {int(trained_patch)}."
+            )
         opened = [(spec, dataset.split(fraction, seed)[subset == "val"]) for spec, dataset in opened]
     if not opened:
         raise UrbanMTLError(f"The data {', '.join(data)} holds no dataset to evaluate on. Check the paths.")
@@ -157,6 +176,11 @@ def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8
 # --- helpers ------------------------------------------------------------------------------------------
 
 SUBSETS = ("all", "train", "val")
+
+
+def _check_patch_size(patch_size: int) -> None:
+    if patch_size < 8 or patch_size % 8:
+        raise UrbanMTLError(f"The patch size must be a positive multiple of 8 pixels; got {patch_size}.")
 
 
 def _split_settings(loaded: Any, subset: str, val_fraction: Optional[float],
@@ -357,13 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Where to write the metrics as JSON.")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="Patches per forward pass (default 8). Lower it if memory runs out.")
-    parser.add_argument("--patch-size", type=int, default=128, metavar="N",
-                        help="Tile size in 10 m pixels for scene datasets, a multiple of 8 (default 128). "
+    parser.add_argument("--patch-size", type=int, default=None, metavar="N",
+                        help=f"Tile size in 10 m pixels for scene datasets, a multiple of 8 (default "
+                             f"{DEFAULT_PATCH_SIZE}; with --subset, the training patch size from the model card). "
                              "Patch files keep their own patch size.")
     parser.add_argument("--subset", choices=SUBSETS, default="all",
                         help="Score every patch (all, default), or only the validation (val) or training (train) "
                              "part of each dataset as 'python -m core.train' splits it without --val-data. The split "
-                             "settings come from the model card; pass the training --patch-size for scenes.")
+                             "settings (and the scene blocks' patch size) come from the model card.")
     parser.add_argument("--val-fraction", type=float, default=None, metavar="F",
                         help="With --subset: the share split off for validation (default: the model card's).")
     parser.add_argument("--split-seed", type=int, default=None, metavar="N",

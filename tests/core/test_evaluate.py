@@ -214,3 +214,27 @@ def test_subsets_are_the_training_split_and_default_to_the_card(tmp_path, author
     # Flags override the card.
     assert evaluate(folder, [str(authors_h5)], subset="val", val_fraction=0.5, progress=False)["hse"]["n"] \
         == 2 * (SIZE // 2) ** 2
+
+
+def test_scene_subset_uses_the_training_patch_size_and_refuses_another(tmp_path, capsys):
+    from tests import fakedata
+
+    folder, _ = _save_tiny(tmp_path / "run", "mtl_learned_p2f")
+    card_file = folder / "model_card.json"
+    card = json.loads(card_file.read_text())
+    card["training"] = {"config": {"val_fraction": 0.25, "split_seed": 0, "patch_size": 16}}
+    card_file.write_text(json.dumps(card))
+    scene = fakedata.make_scene(tmp_path / "scene", size=96)
+    # No patch size given: the card's 16 px, so the scene is cut into the training blocks of 32 px.
+    val = evaluate(folder, [str(scene)], subset="val", progress=False)
+    train = evaluate(folder, [str(scene)], subset="train", progress=False)
+    assert val["data"][0]["split"]["block_size"] == 32 == train["data"][0]["split"]["block_size"]
+    whole = evaluate(folder, [str(scene)], subset="all", patch_size=16, progress=False)
+    assert val["hse"]["n"] + train["hse"]["n"] == whole["hse"]["n"]
+    # The same size given explicitly is fine; another would mix training and validation areas.
+    assert evaluate(folder, [str(scene)], subset="val", patch_size=16, progress=False)["hse"] == val["hse"]
+    assert main(["--model", str(folder), "--data", str(scene), "--out", str(tmp_path / "m.json"),
+                 "--subset", "val", "--patch-size", "32", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "training patch size (16 px" in err and "give 16" in err
+    assert not (tmp_path / "m.json").exists()
