@@ -51,6 +51,7 @@ COLUMNS: list[tuple[str, Callable[[dict], Optional[float]], int]] = [
     ("WA", lambda c: c["metrics"].get("lcz", {}).get("wa"), 3),
     ("EuroSAT built→1-10", lambda c: _share(c, True), 2),
     ("EuroSAT natural→A-G", lambda c: _share(c, False), 2),
+    ("best epoch", lambda c: c["training"].get("best_epoch"), 0),
     ("epochs", lambda c: c["epochs_run"], 0),
     ("minutes", lambda c: c["training"]["seconds"] / 60, 1),
 ]
