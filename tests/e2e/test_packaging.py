@@ -45,7 +45,8 @@ def test_zip_holds_the_plugin_under_one_folder_and_nothing_else(tmp_path):
     for needed in ("metadata.txt", "__init__.py", "plugin.py", "ui/algorithm.py", "ui/provider.py",
                    "ui/styles.py", "ui/icons/urbanmtl.png", "core/predict.py", "core/model.py", "core/lcz.py"):
         assert f"urbanmtl/{needed}" in names, needed
-    assert any(n.startswith("urbanmtl/models/") for n in names)
+    for shipped in ("models/model.keras", "models/model_card.json", "models/MODEL_CARD.md"):
+        assert f"urbanmtl/{shipped}" in names, shipped        # the bundled model and both of its cards
     for unwanted in ("/tests/", "/bench/", "/.venv/", "__pycache__", ".pyc", "/.git/", "/runs/", "/dist/",
                      "/build/"):
         assert not [n for n in names if unwanted in n], unwanted
