@@ -21,6 +21,7 @@ from .metrics import MetricAccumulator, plot_confusion_matrix
 
 #: Suffix that turns METRICS.json into the default confusion-matrix figure, METRICS_confusion.png.
 CONFUSION_SUFFIX = "_confusion.png"
+SUBSETS = ("all", "train", "val")   # what --subset scores: every patch, or one part of core.train's split
 DEFAULT_PATCH_SIZE = 128   # scene tile size for evaluation when neither the caller nor a training card gives one
 
 
@@ -175,8 +176,6 @@ def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-SUBSETS = ("all", "train", "val")
-
 
 def _check_patch_size(patch_size: int) -> None:
     if patch_size < 8 or patch_size % 8:
@@ -186,8 +185,6 @@ def _check_patch_size(patch_size: int) -> None:
 def _split_settings(loaded: Any, subset: str, val_fraction: Optional[float],
                     split_seed: Optional[int]) -> tuple[float, int]:
     """(val_fraction, split_seed) for a train/val subset: the arguments, else the model card's training ones."""
-    if subset not in SUBSETS:
-        raise UrbanMTLError(f"Unknown subset '{subset}'. Choose one of: {', '.join(SUBSETS)}.")
     trained = loaded.card.get("training", {}).get("config", {})
     fraction = val_fraction if val_fraction is not None else trained.get("val_fraction")
     seed = split_seed if split_seed is not None else trained.get("split_seed", 0)
