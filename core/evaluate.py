@@ -82,14 +82,15 @@ def evaluate(
     from .model import load_model
 
     loaded = load_model(model)
-    trained_patch = loaded.card.get("training", {}).get("config", {}).get("patch_size") if subset != "all" else None
+    trained = loaded.card.get("training", {}).get("config", {})     # core.train's settings, when it made the model
+    trained_patch = trained.get("patch_size") if subset != "all" else None
     given_patch = patch_size
     if patch_size is None:
         patch_size = int(trained_patch) if trained_patch else DEFAULT_PATCH_SIZE
         _check_patch_size(patch_size)
     opened = [(spec, dataset) for spec in data for dataset in open_datasets(spec, patch_size=patch_size)]
     if subset != "all":
-        fraction, seed = _split_settings(loaded, subset, val_fraction, split_seed)
+        fraction, seed = _split_settings(trained, loaded.path, subset, val_fraction, split_seed)
         if given_patch is not None and trained_patch and given_patch != int(trained_patch) and \
                 any(isinstance(dataset, SceneDataset) for _, dataset in opened):
             raise UrbanMTLError(
@@ -182,19 +183,17 @@ def _check_patch_size(patch_size: int) -> None:
         raise UrbanMTLError(f"The patch size must be a positive multiple of 8 pixels; got {patch_size}.")
 
 
-def _split_settings(loaded: Any, subset: str, val_fraction: Optional[float],
+def _split_settings(trained: dict, model_path: Path, subset: str, val_fraction: Optional[float],
                     split_seed: Optional[int]) -> tuple[float, int]:
     """(val_fraction, split_seed) for a train/val subset: the arguments, else the model card's training ones."""
-    trained = loaded.card.get("training", {}).get("config", {})
     fraction = val_fraction if val_fraction is not None else trained.get("val_fraction")
     seed = split_seed if split_seed is not None else trained.get("split_seed", 0)
     if fraction is None:
         raise UrbanMTLError(
-            f"The model card of '{loaded.path}' does not say how its training data was split. Give --val-fraction "
+            f"The model card of '{model_path}' does not say how its training data was split. Give --val-fraction "
             f"(and --split-seed) to choose the {subset} part, or use --subset all."
         )
     return float(fraction), int(seed)
-
 
 
 def _check_tasks(loaded: Any, datasets: list[Any], path: Path) -> None:

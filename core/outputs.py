@@ -235,18 +235,19 @@ class OutputSet:
         self._write_rows(kind, start, block[:ready])
         self._pending[kind] = (start + ready, [block[ready:]] if ready < held else [])
 
-    def _write_rows(self, kind: str, row: int, values: np.ndarray) -> None:
-        """Hand rows to GDAL and flush them to the file (closing and reopening it is rasterio's flush)."""
+    def _write_rows(self, kind: str, row: int, values: np.ndarray, flush: bool = True) -> None:
+        """Hand rows to GDAL and, with flush, write them to the file (closing and reopening is rasterio's flush)."""
         ds = self._datasets[kind]
         ds.write(values[np.newaxis], window=Window(0, row, values.shape[1], values.shape[0]))
-        ds.close()
-        self._datasets[kind] = rasterio.open(self._raster_tmp[kind], "r+")
+        if flush:
+            ds.close()
+            self._datasets[kind] = rasterio.open(self._raster_tmp[kind], "r+")
 
     def _write_pending(self) -> None:
-        for kind, (start, rows) in list(self._pending.items()):
-            if rows and kind in self._datasets and not self._datasets[kind].closed:
-                self._datasets[kind].write(np.concatenate(rows)[np.newaxis],
-                                           window=Window(0, start, rows[0].shape[1], sum(len(r) for r in rows)))
+        """Hand GDAL the rows still held (the last, partial block row); closing the files writes them."""
+        for kind, (start, rows) in self._pending.items():
+            if rows and not self._datasets[kind].closed:
+                self._write_rows(kind, start, np.concatenate(rows), flush=False)
         self._pending.clear()
 
     def has(self, kind: str) -> bool:
