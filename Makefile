@@ -6,7 +6,7 @@ export QT_QPA_PLATFORM := offscreen
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-h5py python3-rasterio python3-fiona python3-yaml \
-	python3-matplotlib python3-venv python3-pip gdal-bin python3-gdal
+	python3-matplotlib python3-scipy python3-venv python3-pip gdal-bin python3-gdal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test test-core demo system venv clean
@@ -35,7 +35,7 @@ test-core: venv
 	$(PY) -m pytest -q tests/core
 
 demo: venv
-	$(PY) -m core.demo
+	$(PY) -m tools.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache dist demo build

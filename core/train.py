@@ -181,6 +181,42 @@ def _open_all(specs: list[str], patch_size: int):
     return datasets
 
 
+def scene_key_matches(name: str, keys: list[str]) -> bool:
+    """True when a dataset name is one of `keys` or starts with '<key>_' (a city name before its date)."""
+    return any(name == k or name.startswith(f"{k}_") for k in keys)
+
+
+def split_datasets(datasets: list, cfg: TrainConfig) -> tuple[list, list]:
+    """(training, validation) datasets per the config.
+
+    val_data given: it is the validation set. Otherwise scenes named in val_scenes go whole to validation (a
+    name no dataset has is an error: a typo would silently validate on nothing); the remaining datasets are
+    split by val_fraction (patch files by patch, scenes by area), except, when val_scenes is set, scenes that
+    came from a folder of manifests: those are validated by whole scenes only and train on all their area.
+    """
+    if cfg.val_data:
+        return datasets, _open_all(cfg.val_data, cfg.patch_size)
+    held = [d for d in datasets if scene_key_matches(d.name, cfg.val_scenes)]
+    missing = [k for k in cfg.val_scenes if not any(scene_key_matches(d.name, [k]) for d in datasets)]
+    if missing:
+        raise UrbanMTLError(
+            f"val_scenes names {', '.join(missing)}, but no training dataset is called so (datasets: "
+            f"{', '.join(d.name for d in datasets)}). Fix the names in val_scenes.")
+    rest = [d for d in datasets if d not in held]
+    if not rest:
+        raise UrbanMTLError("val_scenes holds out every dataset; nothing is left to train on.")
+    train_sets, val_sets = [], list(held)
+    for d in rest:
+        whole = bool(cfg.val_scenes) and getattr(d, "group", None) is not None
+        if cfg.val_fraction > 0 and not whole:
+            part_train, part_val = d.split(cfg.val_fraction, cfg.split_seed)
+            train_sets.append(part_train)
+            val_sets.append(part_val)
+        else:
+            train_sets.append(d)
+    return train_sets, val_sets
+
+
 def _batches(datasets, cfg: TrainConfig, start_epoch: int, training: bool) -> Iterator:
     """Training: one epoch after another, forever (Keras takes steps_per_epoch of them); each epoch's order
     comes from (seed, epoch), so a resumed run sees the same batches it would have seen."""
@@ -193,7 +229,7 @@ def _batches(datasets, cfg: TrainConfig, start_epoch: int, training: bool) -> It
     epoch = start_epoch
     while True:
         yield from iterate_batches(datasets, cfg.batch_size, training=True, seed=seed, epoch=epoch,
-                                   augment=cfg.augment, spectral_jitter=cfg.spectral_jitter)
+                                   augment=cfg.augment, spectral_jitter=cfg.spectral_jitter, mix=cfg.mix_batches)
         epoch += 1
 
 
@@ -262,19 +298,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     model_cfg = ModelConfig(variant=cfg.variant, base_width=cfg.base_width, in_bands=cfg.in_bands,
                             dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
-    train_sets = _open_all(cfg.data, cfg.patch_size)
-    if cfg.val_data:
-        val_sets = _open_all(cfg.val_data, cfg.patch_size)
-    elif cfg.val_fraction > 0:
-        pairs = [d.split(cfg.val_fraction, cfg.split_seed) for d in train_sets]
-        train_sets, val_sets = [p[0] for p in pairs], [p[1] for p in pairs]
-    else:
-        val_sets = []
+    train_sets, val_sets = split_datasets(_open_all(cfg.data, cfg.patch_size), cfg)
     _check_tasks(model_cfg, train_sets)
 
     from .data import steps_per_epoch
 
-    steps = steps_per_epoch(train_sets, cfg.batch_size, training=True)
+    steps = steps_per_epoch(train_sets, cfg.batch_size, training=True, mix=cfg.mix_batches)
     val_steps = steps_per_epoch(val_sets, cfg.batch_size, training=False) if val_sets else 0
     start = state["epochs_done"]
     finished = start >= cfg.epochs or (resume and state["wait"] >= cfg.patience)

@@ -2,7 +2,8 @@
 
 A sample is three float32 arrays of one square patch of side P (a multiple of 8) at 10 m:
 
-- ``image``: (P, P, 10) reflectance in MODEL_BANDS order, (DN + offset) / 10000; image nodata pixels are 0.
+- ``image``: (P, P, 10) reflectance in MODEL_BANDS order, (DN + offset) / 10000; image nodata pixels are
+  filled from their valid neighbours (`core.fill`), exactly as the inference reader fills them.
 - ``hse``: (P/2, P/2, 1) HSE density 0..1 on the 20 m grid aligned with the image (20 m pixel (i, j) covers
   image pixels 2i..2i+1, 2j..2j+1); NaN = no reference (reference nodata, image nodata, or no HSE at all).
 - ``lcz``: (P, P, 17) LCZ class probabilities at 10 m, channel k-1 = LCZ k, each row summing to 1 (one-hot or
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..bands import MODEL_BANDS
 from ..errors import UrbanMTLError
+from ..fill import fill_invalid
 from ..lcz import NUM_CLASSES
 
 #: Bands per image pixel (MODEL_BANDS).
@@ -92,9 +94,10 @@ def any_2x2(mask: np.ndarray) -> np.ndarray:
 
 
 def apply_image_nodata(
-    image: np.ndarray, hse: np.ndarray, lcz: np.ndarray, nodata: np.ndarray
+    image: np.ndarray, hse: np.ndarray, lcz: np.ndarray, nodata: np.ndarray, fill: bool = True
 ) -> None:
-    """In place: image nodata pixels become 0 in `image`, drop out of `lcz` (zero rows) and of `hse`.
+    """In place: image nodata pixels drop out of `lcz` (zero rows) and of `hse`, and (with `fill`) are filled
+    from their valid neighbours in `image` as the inference reader fills them (`core.fill.fill_invalid`).
 
     image (B, P, P, 10), hse (B, P/2, P/2, 1), lcz (B, P, P, 17), nodata (B, P, P) bool. A 20 m HSE pixel loses
     its reference when any of its four image pixels is nodata: its density would describe pixels the
@@ -102,7 +105,9 @@ def apply_image_nodata(
     """
     if not nodata.any():
         return
-    image[nodata] = 0.0
+    if fill:
+        for i in range(image.shape[0]):
+            fill_invalid(image[i], ~nodata[i])
     lcz[nodata] = 0.0
     hse[any_2x2(nodata)] = np.nan
 

@@ -31,10 +31,18 @@ def _check_seed(value: int, name: str) -> int:
     return int(value)
 
 
-def steps_per_epoch(datasets: Sequence[Dataset], batch_size: int, training: bool) -> int:
-    """Number of batches `iterate_batches(datasets, batch_size, training=training)` yields: per dataset
-    ceil(samples / batch_size), samples = len(dataset) when training, every patch/tile otherwise."""
+def can_mix(datasets: Sequence[Dataset]) -> bool:
+    """True when batches may mix samples of several datasets (all have the same patch size)."""
+    return len({ds.patch_size for ds in datasets}) == 1
+
+
+def steps_per_epoch(datasets: Sequence[Dataset], batch_size: int, training: bool, mix: bool = False) -> int:
+    """Number of batches `iterate_batches(datasets, batch_size, training=training, mix=mix)` yields: per dataset
+    ceil(samples / batch_size), samples = len(dataset) when training, every patch/tile otherwise; with
+    mixed training batches ceil(all samples / batch_size)."""
     _check_args(datasets, batch_size)
+    if training and mix and can_mix(datasets):
+        return math.ceil(sum(len(ds) for ds in datasets) / batch_size)
     total = 0
     for ds in datasets:
         samples = len(ds) if training else ds.num_eval_samples()
@@ -51,6 +59,7 @@ def iterate_batches(
     epoch: int = 0,
     augment: bool = True,
     spectral_jitter: float = 0.0,
+    mix: bool = False,
 ) -> Iterator[Batch]:
     """Yield (x, y) batches: x = {"image": (B,H,W,10)}, y = {"hse": (B,H/2,W/2,1), "lcz": (B,H,W,17)}, float32.
 
@@ -61,6 +70,9 @@ def iterate_batches(
     random order; with `augment`, each sample gets one of the 8 flips/rotations (image and labels together),
     and with spectral_jitter > 0 the image is multiplied per band by N(1, spectral_jitter). The same seed and
     epoch give identical batches.
+    With mix=True (training, all datasets of one patch size) the samples of every dataset are shuffled
+    together and each batch mixes them: a dataset contributes in proportion to len(dataset), i.e. to its area
+    for scenes and patch files of the same patch size.
     training=False: every patch / tile once, datasets in the given order, no augmentation.
     """
     _check_args(datasets, batch_size)
@@ -71,6 +83,10 @@ def iterate_batches(
     # One generator per dataset: its windows and augmentations do not depend on the other datasets.
     rngs = [np.random.default_rng((seed, epoch, i)) if training else None for i in range(len(datasets))]
     plans = [ds._plan(training, r) for ds, r in zip(datasets, rngs)]
+    if training and mix and can_mix(datasets):
+        assert rng is not None
+        yield from _mixed_batches(datasets, plans, rngs, rng, batch_size, augment, float(spectral_jitter))
+        return
     batches = [[plan[i: i + batch_size] for i in range(0, len(plan), batch_size)] for plan in plans]
     if training:
         assert rng is not None
@@ -127,3 +143,28 @@ def tf_dataset(
          "lcz": tf.TensorSpec((None, None, None, NUM_CLASSES), tf.float32)},
     )
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+
+
+def _mixed_batches(datasets: Sequence[Dataset], plans: list[list], rngs: list, rng: np.random.Generator,
+                   batch_size: int, augment: bool, spectral_jitter: float) -> Iterator[Batch]:
+    """Training batches drawn from the shuffled union of every dataset's plan (see iterate_batches, mix)."""
+    units = [(owner, unit) for owner, plan in enumerate(plans) for unit in plan]
+    order = rng.permutation(len(units))
+    for start in range(0, len(units), batch_size):
+        chosen = [units[int(k)] for k in order[start: start + batch_size]]
+        parts: list[tuple[np.ndarray, ...]] = [()] * len(chosen)
+        for owner in sorted({o for o, _ in chosen}):
+            slots = [i for i, (o, _) in enumerate(chosen) if o == owner]
+            image, hse, lcz = datasets[owner].read_units([chosen[i][1] for i in slots], True, rngs[owner])
+            for j, slot in enumerate(slots):
+                parts[slot] = (image[j], hse[j], lcz[j])
+        image = np.stack([p[0] for p in parts])
+        hse = np.stack([p[1] for p in parts])
+        lcz = np.stack([p[2] for p in parts])
+        if augment:
+            ks = rng.integers(0, NUM_TRANSFORMS, size=image.shape[0])
+            for i, k in enumerate(ks):
+                image[i], hse[i], lcz[i] = augment_sample(image[i], hse[i], lcz[i], int(k))
+        if spectral_jitter > 0:
+            image = apply_jitter(image, spectral_jitter, rng)
+        yield {"image": image}, {"hse": hse, "lcz": lcz}

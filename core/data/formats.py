@@ -19,6 +19,7 @@ FORMATS: dict[str, str] = {
     "so2sat": "So2Sat LCZ42 HDF5 with sen2 (N,32,32,10) and label (N,17)",
     "eurosat": "HDF5 with x (N,64,64,13 EuroSAT bands) and lcz_prob (the shared EuroSAT teacher file)",
     "scene": "YAML/JSON manifest with an image: key and hse:/lcz:/lcz_polygons: references",
+    "scenes": "a folder of scene manifests (*.yaml, *.yml, *.json with an image: key), one dataset each",
     "shared": "the shared/data folder (eurosat/eurosat_s2_teacher.h5 and/or scene/T33UUU_20170216_L1C_13band.tif)",
 }
 
@@ -66,6 +67,8 @@ def open_datasets(spec: str | os.PathLike, patch_size: int = 128) -> list[Datase
     fmt = forced or detect_format(path)
     if fmt == "shared":
         return open_shared(path, patch_size)
+    if fmt == "scenes":
+        return open_scene_folder(path, patch_size)
     if path.is_dir():
         raise UrbanMTLError(
             f"'{path}' is a folder; the {fmt} format needs a file. Give the file itself."
@@ -88,6 +91,8 @@ def detect_format(path: Path) -> str:
         if (path / SHARED_EUROSAT).is_file() or (path / SHARED_SCENE_DIR / SHARED_SCENE_IMAGE).is_file() \
                 or (path / SHARED_SCENE_IMAGE).is_file():
             return "shared"
+        if scene_manifests(path):
+            return "scenes"
         names = sorted(p.name for p in path.iterdir())[:12]
         raise UrbanMTLError(
             f"Cannot tell what kind of data the folder '{path}' holds (it contains: "
@@ -196,3 +201,32 @@ def open_shared(path: Path, patch_size: int) -> list[Dataset]:
             f"{SHARED_SCENE_DIR / SHARED_SCENE_IMAGE}. Give shared/data, shared/data/scene or the EuroSAT file."
         )
     return datasets
+
+
+def scene_manifests(folder: Path) -> list[Path]:
+    """The scene manifests of a folder (YAML/JSON files with an 'image' key), sorted by name."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in (".yaml", ".yml", ".json") or not path.is_file():
+            continue
+        try:
+            content = parse_manifest_text(path.read_text(encoding="utf-8"), str(path))
+        except (UrbanMTLError, OSError, UnicodeDecodeError):
+            continue
+        if isinstance(content, dict) and "image" in content:
+            found.append(path)
+    return found
+
+
+def open_scene_folder(path: Path, patch_size: int) -> list[Dataset]:
+    """One SceneDataset per manifest of the folder; each remembers the folder as its `group` (a split may then
+    hold whole scenes out, see core.train). Scenes are read window by window: memory does not grow with their
+    number."""
+    if not path.is_dir():
+        raise UrbanMTLError(f"'{path}' is not a folder; the scenes format needs a folder of scene manifests.")
+    manifests = scene_manifests(path)
+    if not manifests:
+        raise UrbanMTLError(
+            f"The folder '{path}' holds no scene manifest (a YAML/JSON file with an 'image:' key). Add one per "
+            f"scene (see core/data/scene.py) or give the manifests themselves.")
+    return [SceneDataset(load_manifest(m), patch_size, group=path.name) for m in manifests]

@@ -44,6 +44,7 @@ import json
 import math
 import re
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -54,7 +55,8 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from ..bands import LAYOUTS, MODEL_BANDS, QUANTIFICATION_VALUE, offset_for_baseline, resolve_band_indices
+from ..bands import LAYOUTS, MODEL_BANDS
+from ..raster import Scene, open_scene
 from ..errors import UrbanMTLError
 from ..lcz import NUM_CLASSES
 from .base import (
@@ -111,7 +113,7 @@ class SceneSpec:
     bands: Optional[list[str]] = None
     layout: Optional[str] = None
     offset: Optional[float] = None
-    scale: float = QUANTIFICATION_VALUE
+    scale: Optional[float] = None       # None: the reader decides (10000, or 1 for reflectance rasters)
     nodata: Optional[float] = None
     hse: Optional[Path] = None
     hse_scale: Optional[float] = None
@@ -153,7 +155,7 @@ class SceneSpec:
             bands=_str_list(m.get("bands"), "bands", source),
             layout=_optional_str(m.get("layout"), "layout", source),
             offset=_number(m.get("offset"), "offset", source),
-            scale=_number(m.get("scale", QUANTIFICATION_VALUE), "scale", source),
+            scale=_number(m.get("scale"), "scale", source),
             nodata=_number(m.get("nodata"), "nodata", source),
             hse=_path(m["hse"], base, "hse", source) if m.get("hse") else None,
             hse_scale=_number(m.get("hse_scale"), "hse_scale", source),
@@ -170,7 +172,7 @@ class SceneSpec:
             lcz_attribute=_optional_str(m.get("lcz_attribute"), "lcz_attribute", source),
             lcz_layer=_optional_str(m.get("lcz_layer"), "lcz_layer", source),
         )
-        if spec.scale is None or spec.scale <= 0:
+        if spec.scale is not None and spec.scale <= 0:
             raise UrbanMTLError(f"scale in {source} must be a positive number (10000 for Sentinel-2 DN).")
         if spec.hse is None and spec.lcz is None and spec.lcz_polygons is None:
             raise UrbanMTLError(
@@ -294,23 +296,6 @@ def _choice(value: Any, key: str, choices: Sequence[str], source: str) -> Option
     return text
 
 
-def _offset_from_metadata(src: rasterio.io.DatasetReader) -> Optional[float]:
-    """The DN offset a product declares (RADIO_ADD_OFFSET / BOA_ADD_OFFSET or its processing baseline)."""
-    tag_sets = [src.tags()] + [src.tags(i) for i in range(1, src.count + 1)]
-    for tags in tag_sets:
-        for key, value in tags.items():
-            if "ADD_OFFSET" in key.upper():
-                try:
-                    return float(value)
-                except ValueError:
-                    continue
-    for tags in tag_sets:
-        for key, value in tags.items():
-            if "PROCESSING_BASELINE" in key.upper():
-                return offset_for_baseline(value)
-    return None
-
-
 def block_edges(size: int, block: int, patch: int, axis: str, source: str) -> list[tuple[int, int]]:
     """[start, end) pixel ranges cutting `size` (rounded down to even) into blocks of `block` px.
 
@@ -345,33 +330,24 @@ class SceneDataset(Dataset):
 
     format = "scene"
 
-    def __init__(self, spec: SceneSpec, patch_size: int) -> None:
+    def __init__(self, spec: SceneSpec, patch_size: int, group: Optional[str] = None) -> None:
         super().__init__()
         self.spec = spec
         self.name = spec.name
         self.path = spec.source
+        self.group = group                 # the folder of manifests this scene came from, if any
         self.patch_size = int(patch_size)
         self.subset: Optional[str] = None
         self.split_info: Optional[dict[str, Any]] = None
-        self._src: Optional[rasterio.io.DatasetReader] = None
-        src = self._image()
-        self.height, self.width = src.height, src.width
-        self.crs = src.crs
-        self.transform = src.transform
-        self.bounds = tuple(src.bounds)
-        image_what = f"image '{spec.image}' of {spec.source}"
-        self.band_indices = resolve_band_indices(
-            src.count, src.descriptions, bands=spec.bands, layout=spec.layout, source=image_what)
-        self.image_nodata = spec.nodata if spec.nodata is not None else src.nodata
-        if spec.offset is not None:
-            self.offset = float(spec.offset)
-        else:
-            self.offset = float(_offset_from_metadata(src) or 0.0)
-        if self.crs is None:
-            raise UrbanMTLError(
-                f"The {image_what} has no coordinate reference system, so references cannot be placed on it. "
-                f"Assign one (e.g. gdal_edit.py -a_srs EPSG:32633 image.tif)."
-            )
+        self._stack: Optional[ExitStack] = None
+        self._scene: Optional[Scene] = None
+        scene = self._image()
+        self.height, self.width = scene.height, scene.width
+        self.crs = scene.crs
+        self.transform = scene.transform
+        # (west, south, east, north), as rasterio's dataset bounds.
+        self.bounds = tuple(rasterio.transform.array_bounds(self.height, self.width, self.transform))
+        self.reader_notes = list(scene.messages)
         block = 2 * self.patch_size
         rows = block_edges(self.height, block, self.patch_size, "rows", spec.source)
         cols = block_edges(self.width, block, self.patch_size, "columns", spec.source)
@@ -385,10 +361,29 @@ class SceneDataset(Dataset):
 
     # --- files ---
 
-    def _image(self) -> rasterio.io.DatasetReader:
-        if self._src is None or self._src.closed:
-            self._src = open_raster(self.spec.image, f"image of {self.spec.source}")
-        return self._src
+    def _image(self) -> Scene:
+        """The image opened by the engine's reader (`core.raster.open_scene`): band mapping, DN offset and
+        scale, nodata and its filling are decided there, for training exactly as for mapping. Manifest keys
+        (bands/layout, offset, scale, nodata) override what the reader would find by itself."""
+        if self._scene is None:
+            spec = self.spec
+            if spec.layout is not None and spec.layout.upper() not in LAYOUTS:
+                raise UrbanMTLError(f"Unknown band layout '{spec.layout}' for {spec.source}. Known layouts: "
+                                    f"{', '.join(LAYOUTS)}.")
+            bands = spec.bands if spec.bands is not None else (
+                list(LAYOUTS[spec.layout.upper()]) if spec.layout else None)
+            stack = ExitStack()
+            try:
+                scene = stack.enter_context(open_scene(str(spec.image), bands=bands, offset=spec.offset))
+            except UrbanMTLError as exc:
+                stack.close()
+                raise UrbanMTLError(f"The image of {spec.source}: {exc}") from None
+            if spec.scale is not None:
+                scene.scale = float(spec.scale)
+            if spec.nodata is not None:
+                scene.nodata = [float(spec.nodata)] * len(scene.indexes)
+            self._stack, self._scene = stack, scene
+        return self._scene
 
     def _open_references(self, check: bool) -> None:
         """Open the reference readers; with `check` (first opening), verify overlap and that some reference
@@ -465,9 +460,9 @@ class SceneDataset(Dataset):
         for ref in (self._hse_ref, self._lcz_ref):
             if ref is not None:
                 ref.close()
-        if self._src is not None:
-            self._src.close()
-            self._src = None
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._scene = None, None
 
     # --- sampling ---
 
@@ -522,7 +517,7 @@ class SceneDataset(Dataset):
         hse = np.stack([s[1] for s in samples])
         lcz = np.stack([s[2] for s in samples])
         nodata = np.stack([s[3] for s in samples])
-        apply_image_nodata(image, hse, lcz, nodata)
+        apply_image_nodata(image, hse, lcz, nodata, fill=False)  # Scene.read filled the image already
         return image, hse, lcz
 
     def _redraw_if_unusable(self, sample: tuple[np.ndarray, ...], rng: np.random.Generator
@@ -558,14 +553,8 @@ class SceneDataset(Dataset):
     def _read_window(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One window at (row, col): image (P,P,10), hse (P/2,P/2,1), lcz (P,P,17), image nodata (P,P)."""
         p = self.patch_size
-        src = self._image()
-        raw = src.read([i + 1 for i in self.band_indices], window=Window(col, row, p, p))
-        nodata = ~np.all(np.isfinite(raw), axis=0) if np.issubdtype(raw.dtype, np.floating) \
-            else np.zeros((p, p), dtype=bool)
-        if self.image_nodata is not None and np.isfinite(self.image_nodata):
-            nodata |= np.any(raw == self.image_nodata, axis=0)
-        image = ((raw.astype(np.float32) + np.float32(self.offset)) / np.float32(self.spec.scale))
-        image = np.where(np.isfinite(image), image, np.float32(0)).transpose(1, 2, 0)
+        image, valid = self._image().read(row, col, p, p)
+        nodata = ~valid
         window_transform = self.transform * Affine.translation(col, row)
         if self._hse_ref is not None:
             # The 20 m grid of the window: same origin, pixels twice the size.
@@ -603,7 +592,7 @@ class SceneDataset(Dataset):
     def _derive(self, blocks: list[Block], subset: str, info: dict[str, Any]) -> "SceneDataset":
         part = copy.copy(self)
         part._lock = threading.Lock()
-        part._src = None
+        part._stack, part._scene = None, None
         part.spec = replace(self.spec)
         part.blocks = list(blocks)
         part.subset = subset if self.subset is None else f"{self.subset}/{subset}"
@@ -613,6 +602,7 @@ class SceneDataset(Dataset):
 
     def describe(self) -> dict[str, Any]:
         spec = self.spec
+        scene = self._image()
         references: dict[str, Any] = {}
         if spec.hse is not None:
             references["hse"] = {"path": str(spec.hse), "scale": spec.hse_scale, "band": spec.hse_band,
@@ -641,10 +631,15 @@ class SceneDataset(Dataset):
             "area_km2": round(self.area_px() * res_x * res_y / 1e6, 4),
             "tiles": self.num_eval_samples(),
             "samples_per_epoch": len(self),
-            "bands": {"model_bands": list(MODEL_BANDS), "band_indices": [int(i) for i in self.band_indices],
+            "bands": {"model_bands": list(MODEL_BANDS), "band_indices": [int(i) - 1 for i in scene.indexes],
                       "bands": spec.bands, "layout": spec.layout,
-                      "scaling": f"(DN + {self.offset:g}) / {spec.scale:g}"},
+                      "scaling": f"(DN + {_offsets_text(scene.offsets)}) / {scene.scale:g}",
+                      "reader": self.reader_notes},
             "references": references,
             "subset": self.subset,
             "split": self.split_info,
         }
+
+
+def _offsets_text(offsets: np.ndarray) -> str:
+    return f"{offsets[0]:g}" if np.all(offsets == offsets[0]) else "[" + ", ".join(f"{v:g}" for v in offsets) + "]"

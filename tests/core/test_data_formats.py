@@ -92,8 +92,9 @@ def test_authors_full_res_hse_missing_labels_and_nodata(tmp_path):
     h_img, h_hse, h_lcz = half.read_units([0, 1, 2, 3])
     assert f_hse.shape == h_hse.shape == (4, 8, 8, 1)
     np.testing.assert_allclose(f_hse, h_hse, equal_nan=True)
-    # Planted nodata: patch 0 image rows 0..3 -> image 0, LCZ none, HSE NaN on 20 m rows 0..1.
-    assert np.all(h_img[0, :4] == 0) and np.all(h_lcz[0, :4] == 0) and np.all(np.isnan(h_hse[0, :2]))
+    # Planted nodata: patch 0 image rows 0..3 -> mirrored from rows 4..7, LCZ none, HSE NaN on 20 m rows 0..1.
+    np.testing.assert_array_equal(h_img[0, :4], h_img[0, 7:3:-1])
+    assert np.all(h_lcz[0, :4] == 0) and np.all(np.isnan(h_hse[0, :2]))
     assert np.all(np.isfinite(h_hse[0, 2:])) and np.all(h_lcz[0, 4:].sum(-1) == 1)
     # patch 1: HSE 255 (HRL nodata) in its first 20 m row -> NaN; patch 2: LCZ rows 0..1 empty.
     assert np.all(np.isnan(h_hse[1, 0])) and np.all(np.isfinite(h_hse[1, 1:]))

@@ -43,8 +43,10 @@ def test_image_bands_scaling_and_nodata(codes_scene):
     np.testing.assert_allclose(image[10, 50, fakedata.B8A], 0.35, rtol=1e-6)
     np.testing.assert_allclose(image[70, 50, fakedata.B8], 0.02, rtol=1e-6)
     np.testing.assert_allclose(image[30, 30, fakedata.B4], 0.30, rtol=1e-6)
-    # Image nodata (first 6 columns): image 0, no LCZ, no HSE in 20 m columns 0..2.
-    assert np.all(image[:, :6] == 0) and np.all(codes[:, :6] == 0)
+    # Image nodata (first 6 columns): filled by mirroring the valid columns 6.. (as the inference reader
+    # does), no LCZ, no HSE in 20 m columns 0..2.
+    np.testing.assert_array_equal(image[:, :6], image[:, 11:5:-1])
+    assert np.all(codes[:, :6] == 0)
     assert np.all(np.isnan(hse[:, :3])) and np.isfinite(hse[:30, 3:]).all()
 
 

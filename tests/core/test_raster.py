@@ -197,7 +197,10 @@ def test_nodata_rules(tmp_path):
         image, valid = scene.read(0, 0, 10, 10)
     assert not valid[0, 0] and not valid[1, 1] and valid[2, 2]
     assert valid.sum() == 98
-    assert np.all(image[~valid] == 0)      # fed to the network as 0
+    # Filled from the valid pixels they mirror (core.fill), never fed to the network as 0.
+    np.testing.assert_array_equal(image[0, 0], image[1, 0])   # (0,0)'s nearest valid (1,0)... its mirror
+    np.testing.assert_array_equal(image[1, 1], image[1, 2])
+    assert np.all(image[~valid] > 0)
 
 
 def test_read_outside_the_raster_mirrors_and_marks_invalid(tmp_path):
