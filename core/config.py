@@ -23,6 +23,8 @@ class TrainConfig:
                                        # name or its part before the first '_' (a city: 'rio' = rio_20171011).
                                        # With val_scenes, scenes of a manifest folder are never split by area.
     mix_batches: bool = True           # batches mix samples of every dataset (same patch size needed)
+    init_from: str = ""                # fine-tune: start from this model's weights (model.keras or run folder);
+                                       # the architecture (variant, widths) is then the start model's
     variant: str = "mtl_learned_p2f"
     base_width: int = 16
     in_bands: int = 10

@@ -296,10 +296,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
 
+    start_model = _start_model(cfg) if cfg.init_from else None
     model_cfg = ModelConfig(variant=cfg.variant, base_width=cfg.base_width, in_bands=cfg.in_bands,
                             dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
     train_sets, val_sets = split_datasets(_open_all(cfg.data, cfg.patch_size), cfg)
-    _check_tasks(model_cfg, train_sets)
+    _check_tasks(model_cfg, train_sets, fine_tuning=start_model is not None)
 
     from .data import steps_per_epoch
 
@@ -322,6 +323,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                               v.shape[-1]), "float32") for k, v in train_net.input.items()})
         trainer.compile(optimizer=keras.optimizers.Nadam(learning_rate=cfg.learning_rate))
         trainer.optimizer.build(trainer.trainable_variables)
+        if start_model is not None and not (resume and start > 0):
+            _copy_weights(start_model, infer_net)
         if resume and start > 0:
             trainer.load_weights(run / "last.weights.h5")
             with np.load(run / "last.optimizer.npz") as saved_vars:
@@ -375,9 +378,47 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     return card
 
 
-def _check_tasks(model_cfg, datasets) -> None:
+def _start_model(cfg: TrainConfig):
+    """The model to fine-tune from (cfg.init_from), loaded; cfg takes over its architecture from its card."""
+    from .model import load_model
+
+    loaded = load_model(cfg.init_from)
+    arch = loaded.card.get("config") or {}
+    if not arch:
+        raise UrbanMTLError(
+            f"The start model '{loaded.path}' has no model card (model_card.json beside it) saying how it was "
+            f"built, so its weights cannot be placed in a new network. Use a model written by core.train.")
+    for key in ("variant", "base_width", "in_bands", "dropout", "bn_momentum"):
+        if key in arch:
+            setattr(cfg, key, arch[key])
+    print(f"Fine-tuning from {loaded.path} (variant {cfg.variant}, base width {cfg.base_width}).")
+    return loaded
+
+
+def _copy_weights(loaded, network) -> None:
+    """Copy the start model's weights into `network` (the same architecture, checked weight by weight)."""
+    source, target = loaded.network.get_weights(), network.get_weights()
+    if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source, target)):
+        raise UrbanMTLError(
+            f"The start model '{loaded.path}' does not have the architecture its card states (weights differ "
+            f"in number or shape). Retrain it, or start without --init-from.")
+    network.set_weights(source)
+
+
+def _check_tasks(model_cfg, datasets, fine_tuning: bool = False) -> None:
+    """Each task of the variant needs a reference somewhere in the data; when fine-tuning, a task without one
+    keeps the start model's head (its loss is masked out)."""
     wanted = [t for t in ("hse", "lcz") if getattr(model_cfg, f"has_{t}")]
+    if not any(any(getattr(d, f"has_{t}") for d in datasets) for t in wanted):
+        raise UrbanMTLError(
+            f"None of the training data has a reference for {' or '.join(t.upper() for t in wanted)}. Give "
+            f"data with HSE and/or LCZ references.")
     for task in wanted:
+        if fine_tuning:
+            if not any(getattr(d, f"has_{task}") for d in datasets):
+                print(f"Note: the data has no {task.upper()} reference; the {task.upper()} head keeps the start "
+                      f"model's weights apart from what the shared layers learn.")
+            continue
         if not any(getattr(d, f"has_{task}") for d in datasets):
             raise UrbanMTLError(
                 f"Variant '{model_cfg.variant}' learns {task.upper()}, but none of the training data has a "
@@ -475,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
                    help="switch off the 8 flips/rotations")
     p.add_argument("--seed", type=int, help="seed for data order, augmentation and weights (deterministic run)")
+    p.add_argument("--init-from", help="fine-tune: start from this model (model.keras or run folder); its card "
+                   "sets the architecture")
     p.add_argument("--distribute", choices=["none", "mirrored", "multiworker"],
                    help="none (default), mirrored (all GPUs of this machine), multiworker (several machines; "
                         "needs TF_CONFIG)")

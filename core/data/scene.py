@@ -101,6 +101,8 @@ MANIFEST_KEYS: dict[str, str] = {
 
 #: Attempts at a training window before the best one seen is kept (nodata-heavy scenes).
 MAX_DRAWS = 32
+#: Training windows per polygon and epoch when the LCZ reference is training-area polygons only.
+POLYGON_WINDOWS = 8
 
 
 @dataclass
@@ -467,7 +469,29 @@ class SceneDataset(Dataset):
     # --- sampling ---
 
     def __len__(self) -> int:
-        return max(1, math.ceil(self.area_px() / self.patch_size ** 2))
+        by_area = max(1, math.ceil(self.area_px() / self.patch_size ** 2))
+        centres = self._polygon_centres()
+        if centres is None:
+            return by_area
+        # Training areas cover a small part of a scene: an epoch of POLYGON_WINDOWS windows per polygon.
+        return max(1, min(by_area, POLYGON_WINDOWS * len(centres)))
+
+    def _polygon_centres(self) -> Optional[list[tuple[float, float, int]]]:
+        """(row, col, block) of the centre of every training polygon inside this dataset's blocks, when the
+        LCZ reference is polygons only (then windows are drawn around them); None otherwise."""
+        if self._lcz_polygons is None or self._lcz_ref is not None:
+            return None
+        if getattr(self, "_centres", None) is None:
+            inverse = ~self.transform
+            centres = []
+            for _, _, (x0, y0, x1, y1) in self._lcz_polygons.shapes:
+                col, row = inverse * ((x0 + x1) / 2, (y0 + y1) / 2)
+                for b, (r0, r1, c0, c1) in enumerate(self.blocks):
+                    if r0 <= row < r1 and c0 <= col < c1:
+                        centres.append((row, col, b))
+                        break
+            self._centres = centres
+        return self._centres or None
 
     def area_px(self) -> int:
         """Pixels (10 m) in this dataset's blocks."""
@@ -485,8 +509,21 @@ class SceneDataset(Dataset):
         return len(self.tiles())
 
     def _draw(self, rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
-        """`count` random training windows: a block in proportion to its area, then even offsets inside it."""
+        """`count` random training windows: a block in proportion to its area, then even offsets inside it.
+        With training polygons only, a window around a random polygon's centre (shifted at random by up to a
+        quarter window), kept inside the polygon's block."""
         p = self.patch_size
+        centres = self._polygon_centres()
+        if centres is not None:
+            windows = []
+            for k in rng.integers(0, len(centres), size=count):
+                row, col, b = centres[int(k)]
+                r0, r1, c0, c1 = self.blocks[b]
+                shift = rng.integers(-p // 4, p // 4 + 1, size=2)
+                r = int(min(max(row - p / 2 + shift[0], r0), r1 - p)) // 2 * 2
+                c = int(min(max(col - p / 2 + shift[1], c0), c1 - p)) // 2 * 2
+                windows.append((max(r, r0 + r0 % 2), max(c, c0 + c0 % 2)))
+            return windows
         areas = np.array([(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in self.blocks], dtype=np.float64)
         chosen = rng.choice(len(self.blocks), size=count, p=areas / areas.sum())
         windows = []
@@ -595,6 +632,7 @@ class SceneDataset(Dataset):
         part._stack, part._scene = None, None
         part.spec = replace(self.spec)
         part.blocks = list(blocks)
+        part._centres = None
         part.subset = subset if self.subset is None else f"{self.subset}/{subset}"
         part.split_info = info
         part._open_references(check=False)
