@@ -50,6 +50,14 @@ DESCRIPTION = {
         {"name": "Teacher labels: So2Sat LCZ42 Sentinel-2 ResNet20 (soft LCZ probabilities) and the HSE proxy",
          "source": "zhu-xlab/So2Sat-LCZ-Classification-Demo", "licence": "MIT"},
     ],
+    "limitations": [
+        "Trained on pseudo-labels of one teacher (So2Sat ResNet20): its confusions among the open classes 5/6/8/9, bare soil/paved and scattered trees are learned too; rare classes (LCZ 1, 7, 10; B, C, E, F) are barely learned.",
+        "Over-predicts built-up in city surroundings (fields and bare soil next to built areas).",
+        "Validation cities (Montpellier, Rio, Beihai) miss the targets LCZ OA >= 0.60 (Montpellier 0.51), built/natural OA >= 0.90 (0.81-0.90) and HSE MAE <= 0.10 (0.11-0.14); see validation_cities.",
+        "16 metropolitan areas, one date each: seasons, snow and arid cities are thinly covered.",
+        "HSE is a class-mean proxy smooth at the 300 m scale, not building-level imperviousness.",
+        "Clouds, snow and haze are not masked and can be mapped as built-up or bare.",
+    ],
     "data_paths_note": "training.data paths are those of the training machine (../shared/data beside the repository).",
 }
 
