@@ -409,7 +409,7 @@ def _check_tasks(model_cfg, datasets, fine_tuning: bool = False) -> None:
     """Each task of the variant needs a reference somewhere in the data; when fine-tuning, a task without one
     keeps the start model's head (its loss is masked out)."""
     wanted = [t for t in ("hse", "lcz") if getattr(model_cfg, f"has_{t}")]
-    if not any(any(getattr(d, f"has_{t}") for d in datasets) for t in wanted):
+    if fine_tuning and not any(any(getattr(d, f"has_{t}") for d in datasets) for t in wanted):
         raise UrbanMTLError(
             f"None of the training data has a reference for {' or '.join(t.upper() for t in wanted)}. Give "
             f"data with HSE and/or LCZ references.")

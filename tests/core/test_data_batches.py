@@ -90,12 +90,13 @@ def test_scene_split_needs_two_blocks(tmp_path):
 def test_training_windows_skip_nodata_and_unreferenced(tmp_path):
     mostly_empty = _one(fakedata.make_scene(tmp_path / "n", size=96, nodata_cols=60), patch_size=32)
     assert steps_per_epoch([mostly_empty], 2, training=True) == len(_collect([mostly_empty], 2, training=True))
-    for image, _, _ in _collect([mostly_empty], 2, training=True, seed=1):
-        nodata_share = np.all(image == 0, axis=-1).mean(axis=(1, 2))
+    # Nodata pixels are filled in the image (core.fill) and have no LCZ reference: at most half a window.
+    for _, _, lcz in _collect([mostly_empty], 2, training=True, seed=1):
+        nodata_share = (lcz.sum(axis=-1) == 0).mean(axis=(1, 2))
         assert np.all(nodata_share <= 0.5)
-    # Evaluation keeps every tile, including the ones that are all nodata.
+    # Evaluation keeps every tile, including the ones that are all nodata (no reference at all).
     evaluated = _collect([mostly_empty], 1, training=False)
-    assert any(np.all(img == 0) for img, _, _ in evaluated)
+    assert any(np.all(lcz.sum(axis=-1) == 0) for _, _, lcz in evaluated)
     # Polygons cover a small part of the scene: every training window still has some LCZ reference.
     sparse = _one(fakedata.make_scene(tmp_path / "p", size=96, hse=False, lcz="polygons"), patch_size=16)
     batches = _collect([sparse], 4, training=True, seed=2, augment=False)
