@@ -1,4 +1,8 @@
-"""The one exception type that carries a user-facing message."""
+"""The exceptions that carry a user-facing message (and the one that carries a stop signal)."""
+
+from __future__ import annotations
+
+import signal
 
 
 class UrbanMTLError(Exception):
@@ -7,3 +11,32 @@ class UrbanMTLError(Exception):
     CLIs print it without a traceback and exit with status 2; the QGIS algorithm raises it as a
     QgsProcessingException.
     """
+
+
+class InputError(UrbanMTLError):
+    """The input cannot be mapped: unreadable, damaged, incomplete, or holding values that are not Sentinel-2
+    DN or reflectance (core.input_checks)."""
+
+
+class OutputError(UrbanMTLError):
+    """An output cannot be written: writing it failed (disk full, file-size limit, I/O error), it would replace a
+    file the input reads, or another run is writing it. No file is left under the output names."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop (SIGINT, SIGTERM, SIGHUP): raised by the CLI's signal handler, so the stack
+    unwinds and every temporary file is removed on the way out. A KeyboardInterrupt, so code that already handles
+    Ctrl-C handles it alike, and `except Exception` does not swallow it."""
+
+    def __init__(self, signum: int = signal.SIGINT, message: str = "") -> None:
+        self.signum = int(signum)
+        try:
+            self.signal_name = signal.Signals(self.signum).name
+        except ValueError:
+            self.signal_name = f"signal {self.signum}"
+        super().__init__(message or f"interrupted ({self.signal_name}); no output was written.")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process stopped by a signal: 128 + its number (130 for Ctrl-C)."""
+        return 128 + self.signum

@@ -10,9 +10,30 @@ Peak memory therefore depends on the scene's width and the tile size, never on i
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run as the CLI. Before the imports below load TensorFlow (core.tiling -> core.model -> keras): silence its
+    # start-up INFO lines (CPU features, oneDNN) and keep its warnings and errors (TF_ENABLE_ONEDNN_OPTS is left
+    # alone: it changes numerics), and let a stop signal while they load end the process with one line
+    # instead of an import traceback. main() installs the handlers of the run itself.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    import signal as _signal
+
+    def _stopped_while_starting(signum, frame):  # pragma: no cover - exercised through a subprocess
+        sys.stderr.write(f"error: interrupted ({_signal.Signals(signum).name}) while starting; no output was "
+                         f"written.\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    for _signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(_signum, _stopped_while_starting)
+
 import argparse
 import math
-import sys
+import signal
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,10 +42,14 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import UrbanMTLError
+from .errors import Interrupted, UrbanMTLError
+from .input_checks import check_offset
 from .lcz import NUM_CLASSES
-from .outputs import FLOAT_NODATA, ClassStats, GridSpec, OutputSet, plan_outputs
-from .raster import InputSpec, Scene, open_scene
+from .outputs import (
+    FLOAT_NODATA, ClassStats, GridSpec, OutputLock, OutputSet, check_outputs_apart, defer_signal, plan_outputs,
+    remove_temporaries,
+)
+from .raster import READ_ERRORS, InputSpec, Scene, damaged_input_error, open_scene
 from .tiling import OUTPUT_FACTOR, SCHEMES, Tile, TileLayout, batched, check_tiling, make_layout
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -84,6 +109,7 @@ def validate_options(options: PredictOptions) -> None:
         raise UrbanMTLError(f"Unknown device '{options.device}'. Choose one of: {', '.join(DEVICES)}.")
     if options.extent is not None and len(options.extent) != 4:
         raise UrbanMTLError(f"The extent must be 4 numbers xmin ymin xmax ymax; got {list(options.extent)}.")
+    check_offset(options.offset, "The DN offset (--offset)")
 
 
 def select_device(device: str) -> str:
@@ -379,10 +405,16 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
     validate_options(options)
     plan = plan_outputs(hse_path, lcz_path, confidence_path, stats_path, overwrite=options.overwrite,
                         inputs=_input_names(input_path))
-    with open_scene(input_path, bands=options.bands, extent=options.extent, extent_crs=options.extent_crs,
-                    offset=options.offset) as scene:
-        for text in scene.messages:
+    # The output names are locked for the whole run: a second run writing any of them is refused at once.
+    with OutputLock(plan) as lock, open_scene(
+            input_path, bands=options.bands, extent=options.extent, extent_crs=options.extent_crs,
+            offset=options.offset) as scene:
+        for text in lock.notes + scene.messages:
             say(text)
+        if lock.stale_removed:
+            say(f"Removed {len(lock.stale_removed)} temporary file(s) that an earlier, stopped run left beside "
+                f"the outputs: {', '.join(p.name for p in lock.stale_removed)}.")
+        check_outputs_apart(plan, scene.files)
         if not scene.has_valid_pixels():
             raise UrbanMTLError(
                 f"The input {scene.name} has no valid pixel in the area to map (every pixel is nodata or 0 in all "
@@ -400,10 +432,13 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
         tags = {"SOFTWARE": f"urbanmtl {__version__}", "URBANMTL_INPUT": scene.name,
                 "URBANMTL_MODEL": str(loaded.path), "URBANMTL_SCHEME": options.scheme,
                 "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap)}
-        with OutputSet(plan, grid20, grid100, cog=options.cog, tags=tags) as out:
+        with OutputSet(plan, grid20, grid100, cog=options.cog, tags=tags, lock=lock) as out:
             accumulator = StripAccumulator(layout, out, scene.pixel_area_m2, stats)
             runner = NetworkRunner(loaded.network, device)
-            run_tiles(scene, layout, runner, accumulator, options.batch_size, progress, is_cancelled)
+            try:
+                run_tiles(scene, layout, runner, accumulator, options.batch_size, progress, is_cancelled)
+            except READ_ERRORS as exc:   # outputs raise OutputError, so this is the input failing mid-way
+                raise damaged_input_error(scene.name, exc) from None
             rows = stats.rows()
             out.commit(rows)
         warped = scene.warped
@@ -469,37 +504,125 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = PredictOptions(
-        bands=args.bands, extent=tuple(args.extent) if args.extent else None, extent_crs=args.extent_crs,
-        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-        overwrite=args.overwrite, cog=args.cog, scheme=args.scheme, offset=args.offset,
-    )
-    source: InputSpec = args.input[0] if len(args.input) == 1 else args.input
-    from tqdm import tqdm
+#: Signals that stop a CLI run cleanly: the handler raises Interrupted, the stack unwinds, temporaries go.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-    bar = tqdm(total=100, unit="%", desc="predict", file=sys.stderr,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+def quiet_tensorflow_logs() -> None:
+    """Hide TensorFlow's C++ INFO lines (CPU features, oneDNN notices), keep its warnings and errors. Only
+    effective before TensorFlow is imported; an explicit TF_CPP_MIN_LOG_LEVEL is left as it is. Numerics are
+    not touched (TF_ENABLE_ONEDNN_OPTS stays as the user set it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def _stop(signum, frame) -> None:
+    if defer_signal(signum):      # outputs are being renamed into place: stop right after
+        return
+    raise Interrupted(signum)
+
+
+def _install_stop_handlers() -> dict:
+    """Make SIGINT, SIGTERM and SIGHUP raise Interrupted (main thread only); returns the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in STOP_SIGNALS:
+        try:
+            previous[signum] = signal.signal(signum, _stop)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict) -> None:
+    """Put back the handlers main() replaced; the CLI's start-up handler becomes the default action (the run is
+    over: a signal now simply ends the process, silently)."""
+    for signum, handler in previous.items():
+        if handler is None or getattr(handler, "__name__", "") == "_stopped_while_starting":
+            handler = signal.SIG_DFL
+        try:
+            signal.signal(signum, handler)
+        except (ValueError, OSError, TypeError):  # pragma: no cover
+            pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The CLI. Exit status: 0 done; 2 a problem the message explains (nothing was written); 1 an unexpected
+    failure (a bug: URBANMTL_DEBUG=1 shows the traceback); 128 + signal number when stopped (130 for Ctrl-C),
+    every temporary file removed."""
+    quiet_tensorflow_logs()
+    args = build_parser().parse_args(argv)
+    previous = _install_stop_handlers()
+    bar = None
 
     def progress(percent: float) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=100, unit="%", desc="predict", file=sys.stderr,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
         bar.update(percent - bar.n)
 
+    def log(text: str) -> None:
+        if bar is not None:
+            bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def fail(text: str, code: int) -> int:
+        if bar is not None:
+            bar.close()
+        print(f"error: {text}", file=sys.stderr, flush=True)
+        return code
+
     try:
-        result = predict_scene(
-            source, args.hse, args.lcz, confidence_path=args.confidence, stats_path=args.stats,
-            model_path=args.model, options=options, progress=progress,
-            log=lambda text: bar.write(text, file=sys.stderr),
+        options = PredictOptions(
+            bands=args.bands, extent=tuple(args.extent) if args.extent else None, extent_crs=args.extent_crs,
+            tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+            overwrite=args.overwrite, cog=args.cog, scheme=args.scheme, offset=args.offset,
         )
+        source: InputSpec = args.input[0] if len(args.input) == 1 else args.input
+        import rasterio
+
+        # Inside a rasterio environment GDAL's own messages go to Python logging instead of raw "ERROR 1: ..."
+        # lines on stderr; every failure that matters comes back as one error line that quotes GDAL's reason.
+        with rasterio.Env():
+            result = predict_scene(
+                source, args.hse, args.lcz, confidence_path=args.confidence, stats_path=args.stats,
+                model_path=args.model, options=options, progress=progress, log=log,
+            )
     except UrbanMTLError as exc:
+        return fail(str(exc), 2)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            return fail(str(exc), exc.exit_code)
+        return fail("interrupted (SIGINT); no output was written.", 128 + signal.SIGINT)
+    except MemoryError:
+        return fail("out of memory; no output was written. Use a smaller --tile-size or --batch-size, or close "
+                    "other programs.", 2)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return fail(f"{exc.strerror or exc}{where}; no output was written. Check the disk space and the "
+                    f"permissions of the input and output folders.", 2)
+    except Exception as exc:
+        if os.environ.get("URBANMTL_DEBUG"):
+            raise
+        return fail(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                    f"; no output was written. This is a bug: run again with URBANMTL_DEBUG=1 to see where it "
+                    f"happened, and report it.", 1)
+    finally:
+        # Nothing may interrupt the last clean-up: ignore further stop signals while removing what is left.
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                try:
+                    signal.signal(signum, signal.SIG_IGN)
+                except (ValueError, OSError):  # pragma: no cover
+                    pass
+        remove_temporaries()
+        _restore_handlers(previous)
+    if bar is not None:
         bar.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        bar.close()
-        print("error: interrupted; no output was written.", file=sys.stderr)
-        return 130
-    bar.close()
     for row in result.stats:
         if row["cells"]:
             mean = "" if row["mean_hse"] is None else f"{row['mean_hse']:.3f}"

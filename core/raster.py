@@ -37,14 +37,16 @@ from .bands import (
     LAYOUTS, MODEL_BANDS, QUANTIFICATION_VALUE, layout_of_13_bands, normalize_band_name, offset_for_baseline,
     resolve_band_indices,
 )
-from .errors import UrbanMTLError
+from .errors import InputError, UrbanMTLError
+from .input_checks import REFLECTANCE_MEDIAN_LIMIT  # noqa: F401 - kept importable from here
+from .input_checks import ValueScale, assess_value_scale, check_offset, check_offsets
+from .fill import fill_invalid
 
 #: Pixel size the network was trained on, in metres.
 TARGET_RES_M = 10.0
 #: Pixels within this many metres of 10 m are read as they are (EuroSAT files have 9.99 m pixels).
 RES_TOLERANCE_M = 0.05
-#: A float raster whose typical valid value is at most this is taken to hold reflectance already, not DN.
-REFLECTANCE_MEDIAN_LIMIT = 1.5
+# How values become reflectance (REFLECTANCE_MEDIAN_LIMIT and the rest) is decided in core.input_checks.
 #: Largest decimated read used to look at a whole scene cheaply (pixels per side).
 SAMPLE_SIZE = 512
 
@@ -54,6 +56,16 @@ _BAND_FILE_RE = re.compile(r"(?:^|[_\-.])(B(?:0?[1-9]|1[0-2]|0?8A))(?:_\d+m)?\.(
 _PRODUCT_XML_RE = re.compile(r"^(MTD_MSIL(?:1C|2A)|S2[A-Z]_[A-Z]{4}_MTD_SAF.*)\.xml$", re.IGNORECASE)
 _BASELINE_IN_NAME_RE = re.compile(r"_N(\d{2})(\d{2})_")
 _OFFSET_KEYS = ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET")
+try:  # GDAL errors rasterio raises as they are (not wrapped in RasterioIOError)
+    from rasterio._err import CPLE_BaseError as _CPLE_BaseError
+except ImportError:  # pragma: no cover - other rasterio versions
+    _CPLE_BaseError = RasterioIOError
+#: Exceptions a read of a damaged or incomplete input raises.
+READ_ERRORS: tuple[type[BaseException], ...] = (RasterioIOError, _CPLE_BaseError)
+
+
+#: Pixels of context read around a window that has nodata holes, to fill them from their nearest valid pixels.
+FILL_CONTEXT_PX = 64
 
 
 @dataclass
@@ -73,6 +85,9 @@ class Scene:
     name: str                          # how messages name the input
     warped: bool = False
     messages: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)       # every file the input reads (real paths, sorted)
+    value_scale: Optional[ValueScale] = None             # what the values are (core.input_checks)
+    _sample_dn: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
     def height(self) -> int:
@@ -101,7 +116,9 @@ class Scene:
 
         The window may reach outside the scene: inside the raster the real pixels are read (context for the
         network); beyond the raster's edges the data are mirrored (symmetric padding) and marked invalid.
-        Invalid pixels (any band nodata or NaN, or all bands 0) read as 0 in every band.
+        Invalid pixels inside the raster (any band nodata or NaN, or all bands 0) are filled from the valid
+        pixels around them (`core.fill.fill_invalid`), so that holes do not change their neighbours' maps.
+        This is the one reader of Sentinel-2 pixels: inference tiles and training windows both come from it.
         """
         r0, c0 = int(self.window.row_off) + row, int(self.window.col_off) + col
         rr0, cc0 = max(r0, 0), max(c0, 0)
@@ -111,11 +128,27 @@ class Scene:
             return (np.zeros((height, width, len(MODEL_BANDS)), np.float32), np.zeros((height, width), bool))
         dn = self.dataset.read(self.indexes, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
         refl, valid = self._to_reflectance(dn)
+        if not valid.all():
+            refl = self._filled(refl, valid, rr0, cc0, rr1, cc1)
         pads = ((rr0 - r0, r0 + height - rr1), (cc0 - c0, c0 + width - cc1))
         if any(p for pair in pads for p in pair):
             refl = np.pad(refl, pads + ((0, 0),), mode="symmetric")
             valid = np.pad(valid, pads, mode="constant", constant_values=False)
         return refl, valid
+
+    def _filled(self, refl: np.ndarray, valid: np.ndarray, rr0: int, cc0: int, rr1: int, cc1: int) -> np.ndarray:
+        """`refl` (raster rows rr0:rr1, columns cc0:cc1) with its invalid pixels filled. The fill looks
+        FILL_CONTEXT_PX beyond the window (where the raster goes on), so that a hole is filled from the valid
+        pixels nearest to it in the raster, not only from those that happen to lie inside this window."""
+        m = FILL_CONTEXT_PX
+        er0, ec0 = max(rr0 - m, 0), max(cc0 - m, 0)
+        er1, ec1 = min(rr1 + m, self.dataset.height), min(cc1 + m, self.dataset.width)
+        if (er0, ec0, er1, ec1) == (rr0, cc0, rr1, cc1):
+            return fill_invalid(refl, valid)
+        big, big_valid = self._to_reflectance(
+            self.dataset.read(self.indexes, window=Window(ec0, er0, ec1 - ec0, er1 - er0)))
+        fill_invalid(big, big_valid)
+        return np.ascontiguousarray(big[rr0 - er0: rr1 - er0, cc0 - ec0: cc1 - ec0])
 
     def _to_reflectance(self, dn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(10, h, w) raw values -> ((h, w, 10) float32 reflectance with invalid pixels zeroed, (h, w) valid)."""
@@ -133,10 +166,16 @@ class Scene:
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """A decimated look at the whole scene (at most SAMPLE_SIZE pixels a side, nearest neighbour):
-        raw values (10, h, w) and validity (h, w)."""
-        h, w = min(self.height, SAMPLE_SIZE), min(self.width, SAMPLE_SIZE)
-        dn = self.dataset.read(self.indexes, window=self.window, out_shape=(len(self.indexes), h, w),
-                               resampling=Resampling.nearest)
+        raw values (10, h, w) and validity (h, w). Read once; InputError when the input is damaged."""
+        if self._sample_dn is None:
+            h, w = min(self.height, SAMPLE_SIZE), min(self.width, SAMPLE_SIZE)
+            try:
+                self._sample_dn = self.dataset.read(self.indexes, window=self.window,
+                                                    out_shape=(len(self.indexes), h, w),
+                                                    resampling=Resampling.nearest)
+            except READ_ERRORS as exc:
+                raise damaged_input_error(self.name, exc) from None
+        dn = self._sample_dn
         _, valid = self._to_reflectance(dn)
         return dn, valid
 
@@ -148,10 +187,26 @@ class Scene:
             return True
         rows = max(1, 4_000_000 // max(1, self.width * len(self.indexes)))
         for r in range(0, self.height, rows):
-            _, valid = self.read(r, 0, min(rows, self.height - r), self.width)
+            try:
+                _, valid = self.read(r, 0, min(rows, self.height - r), self.width)
+            except READ_ERRORS as exc:
+                raise damaged_input_error(self.name, exc) from None
             if valid.any():
                 return True
         return False
+
+
+def damaged_input_error(name: str, exc: BaseException) -> InputError:
+    """The error for a read that failed inside an input that opened: a truncated or corrupt file, a VRT source
+    gone missing. Names the input and GDAL's reason."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for prefix in ("Read or write failed. ", "Read failed. "):
+        if reason.startswith(prefix):
+            reason = reason[len(prefix):]
+    return InputError(
+        f"The input is damaged or incomplete: {name}, {reason[:300].rstrip('.')}. Copy or download it again (an "
+        f"interrupted download or a full disk leaves a truncated file), or check it with 'gdalinfo -checksum'."
+    )
 
 
 @dataclass
@@ -167,6 +222,7 @@ class _Opened:
     baseline_source: str = ""
     messages: list[str] = field(default_factory=list)
     fixed_band_order: bool = False             # True when we built the stack ourselves (bands option unused)
+    files: list[str] = field(default_factory=list)   # every file the input reads
 
 
 @contextmanager
@@ -179,8 +235,11 @@ def open_scene(source: InputSpec, *, bands: Optional[Sequence[str]] = None,
     extent: (xmin, ymin, xmax, ymax) in extent_crs (None: the input's own CRS); the scene is the window of
     whole 10 m pixels that covers it, clipped to the raster. offset: DN offset to apply instead of the one
     the metadata implies (e.g. -1000 for a processing-baseline-04.00 product without metadata).
-    Raises UrbanMTLError for every problem with the input.
+    Raises UrbanMTLError for every problem with the input (InputError when it is damaged or its values are not
+    Sentinel-2 DN or reflectance). scene.files lists every file the input reads, scene.value_scale what its
+    values are (core.input_checks).
     """
+    offset = check_offset(offset)
     with ExitStack() as stack:
         opened = _open_input(source, bands, stack)
         messages = list(opened.messages)
@@ -194,10 +253,13 @@ def open_scene(source: InputSpec, *, bands: Optional[Sequence[str]] = None,
             messages.append(note)
         window = _scene_window(ds, extent, extent_crs, original_crs, opened.name, messages)
         offsets, scale = _resolve_offsets(opened, offset, messages)
+        if offset is None:
+            offsets = check_offsets(offsets, opened.name)
         nodata = [ds.nodatavals[i - 1] for i in opened.indexes]
         scene = Scene(dataset=ds, indexes=opened.indexes, offsets=offsets, scale=scale, nodata=nodata,
-                      window=window, name=opened.name, warped=warped, messages=messages)
-        _check_scale(scene, offset is not None)
+                      window=window, name=opened.name, warped=warped, messages=messages,
+                      files=_real_paths(opened.files))
+        _check_scale(scene, offset)
         yield scene
 
 
@@ -223,6 +285,7 @@ def _open_input(source: InputSpec, bands: Optional[Sequence[str]], stack: ExitSt
         )
     if path.suffix.lower() == ".zip" or _PRODUCT_XML_RE.match(path.name):
         return _open_sentinel2(str(path), path.name, bands, stack)
+    sources = _vrt_sources(path, f"'{path.name}'") if _is_vrt_file(path) else []
     ds = _rasterio_open(str(path), path.name, stack)
     if ds.count == 0 and ds.subdatasets:
         if ds.driver == "SENTINEL2":
@@ -244,7 +307,8 @@ def _open_input(source: InputSpec, bands: Optional[Sequence[str]], stack: ExitSt
         idx = resolve_band_indices(ds.count, descriptions, bands=bands, layout=layout, source=f"'{path.name}'")
     except UrbanMTLError as exc:
         raise UrbanMTLError(str(exc) + hint) from None
-    opened = _Opened(dataset=ds, indexes=[i + 1 for i in idx], name=f"'{path.name}'")
+    opened = _Opened(dataset=ds, indexes=[i + 1 for i in idx], name=f"'{path.name}'",
+                     files=[str(path), *sources, *_dataset_files(ds)])
     opened.messages.append(
         f"{opened.name}: band mapping " + ", ".join(f"{b}=band {i + 1}" for b, i in zip(MODEL_BANDS, idx))
         + layout_note + "."
@@ -278,7 +342,10 @@ def _center_medians(ds, size: int = 256) -> list[float]:
     """Median DN of each band over the valid pixels of a central window of at most size x size pixels
     (a cheap look at the content; nodata and all-zero pixels are left out)."""
     h, w = min(size, ds.height), min(size, ds.width)
-    data = ds.read(window=Window((ds.width - w) // 2, (ds.height - h) // 2, w, h)).astype(np.float64)
+    try:
+        data = ds.read(window=Window((ds.width - w) // 2, (ds.height - h) // 2, w, h)).astype(np.float64)
+    except READ_ERRORS as exc:
+        raise damaged_input_error(f"'{Path(ds.name).name}'", exc) from None
     valid = ~np.all(data == 0, axis=0)
     for k, nodata in enumerate(ds.nodatavals):
         if nodata is not None and not math.isnan(nodata):
@@ -386,10 +453,14 @@ def _open_band_files(paths: Sequence[Path], bands: Optional[Sequence[str]], stac
             + f"). The model needs {', '.join(MODEL_BANDS)}, one file each, named like *_B02.jp2 or *_B8A_20m.jp2."
         )
     opened = _stack(by_band, name, stack)
+    # Every band file given counts as input (also bands the model does not use): no output may replace one.
+    opened.files = [str(p) for p in paths]
     if bands is not None:
         opened.messages.append(f"{name}: band names are taken from the file names; the given band names "
                                f"are not used.")
     mtd = _find_mtd_near(paths[0])
+    if mtd is not None:
+        opened.files.append(str(mtd))
     _collect_metadata(opened, {}, [], os.path.abspath(paths[0]), mtd)
     return opened
 
@@ -418,9 +489,11 @@ def _open_sentinel2(path: str, label: str, bands: Optional[Sequence[str]], stack
         )
     epsg = usable[0]
     by_band: dict[str, _BandSource] = {}
+    files = [path, *_dataset_files(product)]
     for res in ("10m", "20m"):
         name = by_epsg[epsg][res]
         with rasterio.open(name) as sub:
+            files += _dataset_files(sub)
             for i in range(1, sub.count + 1):
                 band = normalize_band_name(_band_label(sub, i))
                 if band in MODEL_BANDS and band not in by_band:
@@ -430,6 +503,7 @@ def _open_sentinel2(path: str, label: str, bands: Optional[Sequence[str]], stack
     if missing:
         raise UrbanMTLError(f"The Sentinel-2 product '{label}' lacks band(s) {', '.join(missing)}.")
     opened = _stack(by_band, f"'{label}'", stack)
+    opened.files = files
     if len(usable) > 1:
         opened.messages.append(f"'{label}' spans several UTM zones; using {epsg.replace('_', ':')}.")
     if bands is not None:
@@ -626,22 +700,102 @@ def _fmt_offsets(offsets: np.ndarray) -> str:
     return f"{offsets[0]:g}" if np.all(offsets == offsets[0]) else ", ".join(f"{v:g}" for v in offsets)
 
 
-def _check_scale(scene: Scene, explicit_offset: bool) -> None:
-    """Float rasters may hold reflectance (0..1) rather than DN: then use them as they are."""
-    dtype = np.dtype(scene.dataset.dtypes[scene.indexes[0] - 1])
-    if not np.issubdtype(dtype, np.floating) or explicit_offset:
-        return
+def _check_scale(scene: Scene, explicit_offset: Optional[float]) -> None:
+    """Decide from the data type and a sample of the values what they are (core.input_checks: DN, reflectance,
+    reflectance in percent, or refused as 8-bit display values) and set the scene's scale and offsets."""
+    dtypes = [scene.dataset.dtypes[i - 1] for i in scene.indexes]
     dn, valid = scene.sample()
-    if not valid.any():
-        return
-    median = float(np.median(dn[:, valid]))
-    if median <= REFLECTANCE_MEDIAN_LIMIT:
-        scene.scale = 1.0
+    verdict = assess_value_scale(dtypes, dn, valid, name=scene.name, explicit_offset=explicit_offset)
+    scene.value_scale = verdict
+    if not verdict.use_offset:
         scene.offsets = np.zeros(len(MODEL_BANDS), dtype=np.float32)
-        scene.messages.append(
-            f"{scene.name}: the values look like reflectance already (median {median:.3f}); they are used as "
-            f"they are, not divided by 10000."
-        )
+    scene.scale = verdict.divisor
+    if verdict.message:
+        scene.messages.append(verdict.message)
+
+
+# --- the files an input reads ---
+
+
+_VSI_ARCHIVE_RE = re.compile(r"^/vsi(?:zip|tar|gzip|7z|rar)/(.+?\.(?:zip|tar|tgz|gz|7z|rar))(?=/|$)", re.IGNORECASE)
+_DRIVER_PREFIX_RE = re.compile(r'^[A-Z][A-Z0-9_]+:(?:"([^"]+)"|([^:"]+))')
+
+
+def _local_file(name: str) -> Optional[str]:
+    """The file on disk behind a GDAL dataset name: itself, the archive of a /vsizip/ path, the file inside a
+    driver prefix (SENTINEL2_L1C:/x/MTD.xml:10m:..., NETCDF:"f.nc":v); None for other virtual files."""
+    if not name:
+        return None
+    m = _VSI_ARCHIVE_RE.match(name)
+    if m:
+        inner = m.group(1)
+        return inner if inner.startswith("/") else os.path.abspath(inner)
+    if name.startswith("/vsi"):
+        return None
+    if os.path.exists(name):
+        return name
+    m = _DRIVER_PREFIX_RE.match(name)
+    if m:
+        candidate = m.group(1) or m.group(2)
+        return _local_file(candidate) if candidate and candidate != name else None
+    return name
+
+
+def _dataset_files(ds) -> list[str]:
+    """The files GDAL says a dataset is made of (the raster, its sidecars, a VRT's or product's sources)."""
+    try:
+        names = list(ds.files or [])
+    except Exception:           # pragma: no cover - drivers without a file list
+        return []
+    return [f for f in (_local_file(n) for n in names) if f]
+
+
+def _is_vrt_file(path: Path) -> bool:
+    if path.suffix.lower() == ".vrt":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return b"<VRTDataset" in fh.read(512)
+    except OSError:
+        return False
+
+
+def _vrt_sources(path: Path, name: str, _seen: Optional[set] = None) -> list[str]:
+    """Every file a VRT reads, through nested VRTs. Raises InputError naming a source that does not exist (GDAL
+    would open the VRT and fail at the first read of its pixels)."""
+    seen = _seen if _seen is not None else set()
+    real = os.path.realpath(path)
+    if real in seen:
+        return []
+    seen.add(real)
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return []               # not VRT XML after all: GDAL says what is wrong when it opens it
+    found: list[str] = []
+    for el in root.iter():
+        if el.tag not in ("SourceFilename", "SourceDataset") or not (el.text or "").strip():
+            continue
+        text = el.text.strip()
+        if el.get("relativeToVRT", "0") == "1" and not text.startswith("/vsi"):
+            text = os.path.join(os.path.dirname(os.path.abspath(path)), text)
+        local = _local_file(text)
+        if local is None:
+            continue
+        if not os.path.exists(local):
+            raise InputError(
+                f"The input is damaged or incomplete: {name}, its source '{local}' does not exist (GDAL cannot "
+                f"read the pixels without it). Restore that file, or rebuild the VRT from the files you have "
+                f"(gdalbuildvrt)."
+            )
+        found.append(local)
+        if _is_vrt_file(Path(local)):
+            found += _vrt_sources(Path(local), name, seen)
+    return found
+
+
+def _real_paths(paths: Sequence[str]) -> list[str]:
+    return sorted({os.path.realpath(p) for p in paths if p})
 
 
 # --- grids: georeferencing, warping, the scene window ---
