@@ -91,9 +91,36 @@ def _relative_to(base: Path, spec: str) -> str:
     return f"{fmt}:{resolved}" if sep else resolved
 
 
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a text value"}
+
+
+def check_value(key: str, value: Any) -> Any:
+    """`value` for TrainConfig field `key`, checked against the field's type (the same types the CLI flags
+    parse to); UrbanMTLError naming the key, the expected kind and the value otherwise."""
+    hint = {f.name: f.type for f in fields(TrainConfig)}[key]
+    hint = str(hint).replace("typing.", "")
+    optional = "Optional" in hint or "None" in hint
+    if value is None and optional:
+        return None
+    if hint.startswith("list"):
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in items):
+            raise UrbanMTLError(f"{key} must be a list of text values, got {value!r}.")
+        return [str(v) for v in items]
+    for kind in (bool, int, float, str):
+        if kind.__name__ in hint:
+            break
+    ok = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))) or \
+        (kind is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise UrbanMTLError(f"{key} must be {_KINDS[kind]}, got {value!r}.")
+    return float(value) if kind is float else value
+
+
 def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
-    """Defaults < config file < flags (flags given as None are not set)."""
+    """Defaults < config file < flags (flags given as None are not set); every value type-checked."""
     merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    merged = {k: check_value(k, v) if k in config_keys() else v for k, v in merged.items()}
     try:
         return TrainConfig(**merged)
     except TypeError as exc:

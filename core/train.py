@@ -264,7 +264,49 @@ def _strategy(name: str):
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Train per `cfg`, writing the run folder `cfg.out`. Returns the model card."""
+    """Train per `cfg`, writing the run folder `cfg.out`. Returns the model card.
+
+    A new run that fails before its first epoch (bad data, a bad start model, ...) removes what it wrote, so
+    the corrected command can be run again with the same --out."""
+    run = Path(cfg.out) if cfg.out else None
+    existed = run is not None and run.exists()
+    before = set(run.iterdir()) if existed else set()
+    try:
+        return _train(cfg, resume)
+    except _StartFailed as failed:
+        if not resume and run is not None:
+            _remove_new_files(run, before, existed)
+        raise failed.error from None
+
+
+class _StartFailed(Exception):
+    """An UrbanMTLError raised before the first epoch of a new run (its files are then removed)."""
+
+    def __init__(self, error: UrbanMTLError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _remove_new_files(run: Path, before: set, existed: bool) -> None:
+    import shutil
+
+    for path in set(run.iterdir()) - before if run.exists() else ():
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    if not existed and run.exists() and not any(run.iterdir()):
+        run.rmdir()
+
+
+def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
+    progress = {"started": False}
+    try:
+        return _train_run(cfg, resume, progress)
+    except UrbanMTLError as exc:
+        if progress["started"]:
+            raise
+        raise _StartFailed(exc) from None
+
+
+def _train_run(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> dict[str, Any]:
     from .model import ModelConfig, base_card, build_networks, save_model
 
     if not cfg.out:
@@ -285,6 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             raise UrbanMTLError(
                 f"Run folder '{run}' already holds a run. Use --resume to continue it, or choose a new --out.")
         run.mkdir(parents=True, exist_ok=True)
+        (run / LOG_FILE).unlink(missing_ok=True)          # a new run never appends to an old log
         (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         state = {"epochs_done": 0, "best": float("inf"), "best_epoch": 0, "wait": 0}
         state_path.write_text(json.dumps(state, indent=2))
@@ -342,6 +385,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     print(f"Training {cfg.variant} (base width {model_cfg.base_width}) on {sum(len(d) for d in train_sets)} samples/epoch "
           f"({steps} steps), validating on {val_steps} batches; run folder {run}")
     started = time.time()
+    progress["started"] = True  # from here on a failure leaves the checkpoints for --resume
     if not finished:
         trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=start, steps_per_epoch=steps,
                     validation_data=val_ds, validation_steps=val_steps or None, shuffle=False,
