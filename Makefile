@@ -6,10 +6,11 @@ export QT_QPA_PLATFORM := offscreen
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-h5py python3-rasterio python3-fiona python3-yaml \
-	python3-matplotlib python3-scipy python3-venv python3-pip gdal-bin python3-gdal
+	python3-matplotlib python3-scipy python3-venv python3-pip gdal-bin python3-gdal \
+	xvfb xauth libgl1-mesa-dri libglx-mesa0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test test-core demo system venv clean
+.PHONY: test test-core test-desktop demo system venv clean
 
 # System packages from Debian 12 (QGIS 3.22 LTR and the compiled geospatial stack); skipped when present.
 system:
@@ -33,6 +34,10 @@ test: venv
 
 test-core: venv
 	$(PY) -m pytest -q tests/core
+
+# The real QGIS desktop under Xvfb with OpenGL (GLX): the plugin as a user runs it (also part of `make test`).
+test-desktop: venv
+	$(PY) -m pytest -q tests/desktop
 
 demo: venv
 	$(PY) -m tools.demo

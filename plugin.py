@@ -1,13 +1,20 @@
-"""The QGIS plugin object: registers the urbanmtl Processing provider, never breaking QGIS start-up."""
+"""The QGIS plugin object: registers the urbanmtl Processing provider and, in the desktop, a menu entry and a
+toolbar button that open the algorithm's dialog; it never breaks QGIS start-up."""
 
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Any, Optional
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
+from qgis.PyQt.QtCore import QCoreApplication
 
 LOG_TAG = "urbanmtl"
+ALGORITHM_ID = "urbanmtl:map_hse_lcz"
+#: The submenu of the Raster menu the entry goes into: Raster > urbanmtl.
+MENU = "urbanmtl"
+ICON_PATH = os.path.join(os.path.dirname(__file__), "ui", "icons", "urbanmtl.svg")
 
 
 def log_exception(what: str) -> None:
@@ -22,6 +29,11 @@ class UrbanMTLPlugin:
         # iface is None under qgis_process.
         self.iface = iface
         self.provider: Optional[Any] = None
+        self.action: Optional[Any] = None
+        self.dialog: Optional[Any] = None
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate("UrbanMTLPlugin", text)
 
     def initProcessing(self) -> None:
         if self.provider is not None:
@@ -31,23 +43,77 @@ class UrbanMTLPlugin:
 
             provider = UrbanMTLProvider()
             if not QgsApplication.processingRegistry().addProvider(provider):
-                QgsMessageLog.logMessage(
+                QgsMessageLog.logMessage(self.tr(
                     "The urbanmtl Processing provider could not be registered (is another provider called "
-                    "'urbanmtl' loaded?).", LOG_TAG, Qgis.Critical)
+                    "'urbanmtl' loaded?)."), LOG_TAG, Qgis.Critical)
                 return
             self.provider = provider
         except Exception:  # A broken plugin must not take QGIS down with it.
-            log_exception("The urbanmtl Processing provider failed to load.")
+            log_exception(self.tr("The urbanmtl Processing provider failed to load."))
 
     def initGui(self) -> None:
-        # The desktop calls initGui, not initProcessing; the algorithm lives in the Processing toolbox.
+        # The desktop calls initGui, not initProcessing.
         self.initProcessing()
+        if self.iface is None or self.provider is None:
+            return
+        try:
+            from qgis.PyQt.QtGui import QIcon
+            from qgis.PyQt.QtWidgets import QAction
+
+            action = QAction(QIcon(ICON_PATH), self.tr("Map settlement density and local climate zones…"),
+                             self.iface.mainWindow())
+            action.setObjectName("urbanmtlMapHseLcz")
+            action.setToolTip(self.tr("urbanmtl: map settlement density (HSE) and local climate zones (LCZ) from a "
+                                      "Sentinel-2 image"))
+            action.triggered.connect(self.open_dialog)
+            self.iface.addPluginToRasterMenu(MENU, action)
+            self.iface.addRasterToolBarIcon(action)
+            self.action = action
+        except Exception:
+            log_exception(self.tr("The urbanmtl menu entry could not be added."))
+
+    def open_dialog(self) -> Optional[Any]:
+        """Show the algorithm's Processing dialog (non-modal, like the Processing Toolbox does) and return it."""
+        try:
+            import processing
+
+            if self.dialog is not None:
+                try:
+                    if self.dialog.isVisible():
+                        self.dialog.raise_()
+                        self.dialog.activateWindow()
+                        return self.dialog
+                except RuntimeError:  # deleted on the C++ side
+                    pass
+            self.dialog = processing.createAlgorithmDialog(ALGORITHM_ID)
+            if self.dialog is not None:
+                self.dialog.show()
+            return self.dialog
+        except Exception:
+            log_exception(self.tr("The urbanmtl dialog could not be opened."))
+            return None
 
     def unload(self) -> None:
+        if self.action is not None:
+            try:
+                if self.iface is not None:
+                    self.iface.removePluginRasterMenu(MENU, self.action)
+                    self.iface.removeRasterToolBarIcon(self.action)
+                self.action.deleteLater()
+            except Exception:
+                log_exception(self.tr("The urbanmtl menu entry failed to unload."))
+            self.action = None
+        if self.dialog is not None:
+            try:
+                self.dialog.close()
+                self.dialog.deleteLater()
+            except (RuntimeError, AttributeError):
+                pass
+            self.dialog = None
         if self.provider is None:
             return
         try:
             QgsApplication.processingRegistry().removeProvider(self.provider)
         except Exception:
-            log_exception("The urbanmtl Processing provider failed to unload.")
+            log_exception(self.tr("The urbanmtl Processing provider failed to unload."))
         self.provider = None

@@ -10,6 +10,7 @@ PLUGIN_STAGE ?= build/plugin/$(PLUGIN_NAME)
 PLUGIN_ZIP ?= dist/$(PLUGIN_NAME)-$(PLUGIN_VERSION).zip
 # What QGIS needs: the plugin files, the engine, the bundled model, the configs (not tests, bench, venv, caches,
 # training run outputs). Files missing from a checkout (e.g. no LICENSE yet) are skipped by $(wildcard).
+# core/ includes core/worker.py, the engine process the algorithm starts (ui/engine.py), so it must ship whole.
 PLUGIN_CONTENT := $(wildcard metadata.txt __init__.py plugin.py LICENSE* README* CITATION*) \
 	$(wildcard core ui models configs)
 PLUGIN_EXCLUDES := --exclude=__pycache__ --exclude='*.pyc' --exclude='*.pyo' --exclude=.pytest_cache \

@@ -1,11 +1,14 @@
-"""Processing algorithm urbanmtl:map_hse_lcz: a thin QGIS front end over core.predict.predict_scene."""
+"""Processing algorithm urbanmtl:map_hse_lcz: a QGIS front end that runs the engine in a child process.
+
+TensorFlow never enters the QGIS process (see ui/engine.py for why): the parameters go to
+`python -m core.worker` in a Python that has TensorFlow, and its JSON lines come back as progress, log
+messages and the result. This module imports only numpy-level engine modules (bands, LCZ names, errors).
+"""
 
 from __future__ import annotations
 
 import os
-import platform
-import sys
-import sysconfig
+import re
 from typing import Any, Optional
 
 from qgis.core import (
@@ -24,15 +27,16 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsRasterLayer,
+    QgsSettings,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
-# Only numpy-level engine modules at import time: the provider must load where TensorFlow is missing.
 from ..core.bands import MODEL_BANDS, normalize_band_name
-from ..core.errors import UrbanMTLError
-from . import styles
+from . import engine, styles
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icons", "urbanmtl.svg")
+README_PATH = os.path.join(str(engine.PLUGIN_DIR), "README.md")
 
 #: DEVICE enum index -> PredictOptions.device (QGIS 3.22 enums pass the index, not the text).
 DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
@@ -40,128 +44,16 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
 #: File endings the engine's GeoTIFF writer is honest about.
 RASTER_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff")
 
-TENSORFLOW_PIN = '"tensorflow==2.19.*" "numpy<2"'
-#: Modules whose absence means rasterio is missing (QGIS itself does not ship it everywhere).
-RASTERIO_PACKAGES = frozenset({"rasterio", "affine"})
-
-HELP = f"""
-<p>Maps <b>human settlement extent</b> (HSE: the fraction of built-up or impervious surface, 0 to 1, on a 20 m
-grid) and <b>local climate zones</b> (LCZ 1&ndash;10, A&ndash;G on a 100 m grid) from one Sentinel-2 image, with
-one multitask convolutional network (Qiu et al. 2022). The same engine runs from the command line as
-<code>python -m core.predict</code>.</p>
-
-<h3>Input</h3>
-<p><b>Sentinel-2 image</b>: Level-1C or Level-2A, any raster GDAL reads (GeoTIFF, VRT, a .SAFE folder or its
-.zip). The network reads the ten bands {", ".join(MODEL_BANDS)} on the 10 m grid. They are found from the band
-names in the file (B2, B02, B8A, &hellip;); a file without band names is read by its band count: 13 bands =
-Level-1C order (B1&hellip;B12 with B8A after B8), or the EuroSAT order (B8A last) when band 10 is the dark cirrus
-band B10; 12 bands = Level-2A (no B10); 10 bands = the order above. The log says which mapping was used.
-A raster that is not 10 m or not in a projected CRS is warped on the fly to 10 m in its UTM zone.</p>
-<p><b>Bands</b> (optional): for any other stack, choose exactly ten bands, <i>in the order</i>
-{", ".join(MODEL_BANDS)}; the first band chosen is used as B2, the second as B3, and so on (drag the bands into
-this order in the selection list).</p>
-<p><b>Scaling</b>: digital numbers are converted to reflectance as (DN + offset) / 10000, nothing else. The
-offset is &minus;1000 for products of processing baseline 04.00 and later (acquired from 25 January 2022 on)
-when the product metadata says so (RADIO_ADD_OFFSET / BOA_ADD_OFFSET, as a .SAFE product carries it), else 0.
-A GeoTIFF exported from a recent product without that metadata is read with offset 0, which brightens every
-band by 0.1 and spoils the maps: use the .SAFE product, or set the advanced parameter <b>DN offset</b> to
-&minus;1000.</p>
-<p><b>Extent</b> (optional): map only this area (any CRS; it is converted to the image's CRS).
-<b>Model</b> (optional): a .keras file written by <code>python -m core.train</code>; empty = the model
-shipped with the plugin. <b>Tile size</b> and <b>overlap</b> are in 10 m pixels (tile size a multiple of 8);
-overlapping tiles are blended smoothly so no seams appear. <b>Compute on</b>: automatic uses a GPU when
-TensorFlow sees one.</p>
-
-<h3>Outputs</h3>
-<ul>
-<li><b>Settlement density (HSE)</b>: float32 GeoTIFF, 0 (none) to 1 (fully built-up), 20 m pixels.</li>
-<li><b>Local climate zones (LCZ)</b>: byte GeoTIFF with codes 1&ndash;17 (1&ndash;10 built types, 11&ndash;17 =
-A&ndash;G), 0 = no data, 100 m cells; the class probabilities are averaged over each cell before the winning
-class is taken. The file carries the LCZ colours and class names.</li>
-<li><b>LCZ confidence</b> (optional): the winning class probability per 100 m cell.</li>
-<li><b>Area statistics</b> (optional): a CSV with the cells, area (km&sup2;) and mean HSE of every LCZ class.</li>
-</ul>
-<p>All grids start at the upper-left corner of the image (or of the extent, widened to whole image pixels
-and clipped to the image); pixels that are no data in the
-image are no data in the outputs. A style file (.qml) is written next to every raster, so the maps open
-styled with the LCZ legend (e.g. &ldquo;2 Compact midrise&rdquo;) wherever they are loaded later.</p>
-
-<h3>Caveats</h3>
-<p>The maps are model predictions, not measurements. Models trained on the sample data that comes with
-urbanmtl learn from <b>pseudo-labels</b>: LCZ and HSE maps predicted by a teacher network (a So2Sat LCZ42
-classifier), not reference maps, so they inherit the teacher's errors. The model card (model_card.json beside
-the .keras file) says what a model was trained on. Clouds, snow and season can mislead any model; check the
-maps against local knowledge before relying on them.</p>
-
-<h3>Requirements</h3>
-<p>rasterio (on Debian and Ubuntu the package python3-rasterio) and TensorFlow 2.19 in the Python that QGIS
-uses, for example
-<code>/usr/bin/python3 -m pip install --user {TENSORFLOW_PIN}</code> on Linux (Debian 12 and Ubuntu 23.04 or
-later also need <code>--break-system-packages</code>), or <code>python -m pip install {TENSORFLOW_PIN}</code> in
-the OSGeo4W Shell on Windows. When either is missing, the algorithm says exactly what to run.</p>
-
-<h3>Citation</h3>
-<p>C. Qiu, L. Liebel, L. H. Hughes, M. Schmitt, M. K&ouml;rner and X. X. Zhu, &ldquo;Multitask Learning for Human
-Settlement Extent Regression and Local Climate Zone Classification&rdquo;, <i>IEEE Geoscience and Remote Sensing
-Letters</i> 19 (2022) 1000705, doi:10.1109/LGRS.2020.3037246.</p>
-"""
+_KM2 = re.compile(r"\bkm2\b")
 
 
-def install_hint() -> str:
-    """How to install TensorFlow into the Python this QGIS runs: the commands, as one or two sentences."""
-    if platform.system() == "Windows":
-        return (
-            f"Open the OSGeo4W Shell and run: python -m pip install {TENSORFLOW_PIN}, then restart QGIS."
-        )
-    python = _qgis_python()
-    steps = f"{python} -m pip install --user {TENSORFLOW_PIN}"
-    if _externally_managed():
-        # A distribution's Python (PEP 668) refuses pip installs unless told; with --user they still go only
-        # into the home folder, which QGIS's Python reads. TensorFlow brings pip's h5py, whose own HDF5
-        # library clashes with the one the distribution's QGIS and GDAL load, so the system h5py must win.
-        steps = (
-            f"{python} -m pip install --user --break-system-packages {TENSORFLOW_PIN} (the flag is needed for a "
-            f"system-managed Python; nothing outside your home folder changes), then {python} -m pip uninstall -y "
-            f"--break-system-packages h5py (pip's h5py clashes with QGIS's HDF5 library; install python3-h5py "
-            f"with the system package manager instead)"
-        )
-    gpu = (
-        ' For an NVIDIA GPU install "tensorflow[and-cuda]==2.19.*" instead of "tensorflow==2.19.*".'
-        if platform.system() == "Linux" else ""
-    )
-    return f"Run: {steps}, then restart QGIS.{gpu}"
+def tr(text: str) -> str:
+    return QCoreApplication.translate("MapHseLczAlgorithm", text)
 
 
-def rasterio_hint() -> str:
-    """How to install rasterio into the Python this QGIS runs, as one sentence."""
-    if platform.system() == "Windows":
-        return "Open the OSGeo4W Shell and run: python -m pip install rasterio, then restart QGIS."
-    if _externally_managed():
-        # The distribution's rasterio is built against the same GDAL as its QGIS; a pip wheel brings another.
-        return "Install the system package python3-rasterio (e.g. sudo apt install python3-rasterio), then restart QGIS."
-    return f"Run: {_qgis_python()} -m pip install --user rasterio, then restart QGIS."
-
-
-def _externally_managed() -> bool:
-    """True when the running Python carries the PEP 668 marker (Debian 12, Ubuntu 23.04 and later)."""
-    try:
-        return os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED"))
-    except (KeyError, OSError):
-        return False
-
-
-def _qgis_python() -> str:
-    """The python executable of the interpreter QGIS embeds, e.g. /usr/bin/python3.11.
-
-    sys.executable is no guide inside QGIS: it is the QGIS binary, or whatever "python3" PATH finds first
-    (a pyenv or conda one), which would install TensorFlow where QGIS never looks.
-    """
-    versioned = os.path.join(sys.base_exec_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
-    if os.path.exists(versioned):
-        return versioned
-    if os.path.basename(sys.executable).startswith("python"):
-        return sys.executable
-    return "python3"
+def user_text(message: str) -> str:
+    """An engine message as the log shows it (square kilometres written km²)."""
+    return _KM2.sub("km²", message)
 
 
 def band_names(selected: list[int], descriptions: list[Optional[str]]) -> list[str]:
@@ -173,21 +65,21 @@ def band_names(selected: list[int], descriptions: list[Optional[str]]) -> list[s
     Raises QgsProcessingException when the choice is not ten distinct bands of this raster.
     """
     count = len(descriptions)
+    order = ", ".join(MODEL_BANDS)
     if len(selected) != len(MODEL_BANDS):
-        raise QgsProcessingException(
-            f"Bands: {len(selected)} band(s) were chosen, but the model needs exactly {len(MODEL_BANDS)}, in the "
-            f"order {', '.join(MODEL_BANDS)}. Choose ten bands, or none to detect them from band names or count."
-        )
+        raise QgsProcessingException(tr(
+            "Bands: {chosen} band(s) were chosen, but the model needs exactly {needed}, in the order {order}. "
+            "Choose ten bands, or none to detect them from band names or count."
+        ).format(chosen=len(selected), needed=len(MODEL_BANDS), order=order))
     if len(set(selected)) != len(selected):
-        raise QgsProcessingException(
-            f"Bands: band(s) {sorted({b for b in selected if selected.count(b) > 1})} were chosen twice. Choose "
-            f"ten different bands, in the order {', '.join(MODEL_BANDS)}."
-        )
+        raise QgsProcessingException(tr(
+            "Bands: band(s) {twice} were chosen twice. Choose ten different bands, in the order {order}."
+        ).format(twice=sorted({b for b in selected if selected.count(b) > 1}), order=order))
     outside = [b for b in selected if not 1 <= b <= count]
     if outside:
-        raise QgsProcessingException(
-            f"Bands: band number(s) {outside} do not exist; the input has {count} band(s)."
-        )
+        raise QgsProcessingException(tr(
+            "Bands: band number(s) {outside} do not exist; the input has {count} band(s)."
+        ).format(outside=outside, count=count))
     names = ["B1"] * count
     for model_band, number in zip(MODEL_BANDS, selected):
         names[number - 1] = model_band
@@ -203,7 +95,8 @@ def band_mismatches(selected: list[int], descriptions: list[Optional[str]]) -> l
     for model_band, number in zip(MODEL_BANDS, selected):
         named = normalize_band_name(descriptions[number - 1]) if 1 <= number <= len(descriptions) else None
         if named is not None and named != model_band:
-            conflicts.append(f"band {number} is named {named} in the file but was chosen as {model_band}")
+            conflicts.append(tr("band {number} is named {named} in the file but was chosen as {band}").format(
+                number=number, named=named, band=model_band))
     return conflicts
 
 
@@ -225,11 +118,36 @@ def layer_file(layer: QgsRasterLayer) -> str:
     SENTINEL2_L1C:...:10m:EPSG_32633) are kept whole.
     """
     if layer.providerType() != "gdal":
-        raise QgsProcessingException(
-            f"The input layer '{layer.name()}' comes from the '{layer.providerType()}' provider; urbanmtl reads "
-            f"image files through GDAL. Save it as a GeoTIFF (Raster > Conversion > Translate) and use that."
-        )
+        raise QgsProcessingException(tr(
+            "The input layer '{name}' comes from the '{provider}' provider; urbanmtl reads image files through "
+            "GDAL. Save it as a GeoTIFF (Raster > Conversion > Translate) and use that."
+        ).format(name=layer.name(), provider=layer.providerType()))
     return layer.source().split("|", 1)[0]
+
+
+def help_html() -> str:
+    """The help panel of the dialog: short paragraphs for a map user, one line each so that they wrap."""
+    readme = QUrl.fromLocalFile(README_PATH).toString()
+    paragraphs = [
+        tr("Maps two layers from one Sentinel-2 image. <b>HSE density</b> is the built-up fraction of each 20 m "
+           "pixel: 0 where there are no buildings or paved surfaces (drawn transparent), 1 where the pixel is "
+           "fully built-up. <b>Local climate zones (LCZ)</b> give each 100 m cell one of 17 classes: LCZ 1&ndash;10 "
+           "are built types (compact high-rise to heavy industry), A&ndash;G are land cover (trees, low plants, "
+           "bare soil, water). The optional <b>LCZ confidence</b> is the probability of the class shown, and the "
+           "optional statistics table gives the area (km&sup2;) and mean HSE of every class."),
+        tr("<b>Input</b>: a Sentinel-2 Level-1C or Level-2A image, e.g. a GeoTIFF, VRT or .SAFE product, whose "
+           "bands are named (B2, B3, &hellip;) or in the standard 13-band (L1C) or 12-band (L2A) order. Set an "
+           "<b>extent</b> to map only part of it. Reflectance is (DN + offset) / 10000; images acquired from "
+           "25 January 2022 on need an offset of &minus;1000, which a .SAFE product carries: for a GeoTIFF "
+           "export, set <b>DN offset</b> to &minus;1000 under Advanced parameters."),
+        tr("<b>Model</b>: the multitask network of Qiu et al. (IEEE GRSL 19, 2022, 1000705); the bundled model "
+           "learned from pseudo-labels of another network, so check the maps against what you know."),
+        tr("The network runs in a separate Python program that has TensorFlow; if it is missing, the algorithm "
+           "says exactly what to install. Tile size, device and the Python interpreter are under Advanced "
+           "parameters. More: see README.md in the plugin folder (<a href=\"{url}\">{path}</a>).").format(
+            url=readme, path=README_PATH),
+    ]
+    return "".join(f"<p>{p}</p>" for p in paragraphs)
 
 
 class MapHseLczAlgorithm(QgsProcessingAlgorithm):
@@ -245,16 +163,20 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     COG = "COG"
     OFFSET = "OFFSET"
+    PYTHON = "PYTHON"
     OUTPUT_HSE = "OUTPUT_HSE"
     OUTPUT_LCZ = "OUTPUT_LCZ"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
     OUTPUT_STATS = "OUTPUT_STATS"
 
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate("MapHseLczAlgorithm", text)
+
     def name(self) -> str:
         return "map_hse_lcz"
 
     def displayName(self) -> str:
-        return "Map settlement density and local climate zones"
+        return self.tr("Map settlement density and local climate zones")
 
     def group(self) -> str:
         return ""
@@ -263,11 +185,14 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         return ""
 
     def tags(self) -> list[str]:
-        return ["sentinel-2", "settlement", "hse", "built-up", "lcz", "local climate zones", "urban",
-                "deep learning", "classification"]
+        return self.tr("sentinel-2,settlement,hse,built-up,lcz,local climate zones,urban,deep learning,"
+                       "classification").split(",")
 
     def shortHelpString(self) -> str:
-        return HELP
+        return help_html()
+
+    def helpUrl(self) -> str:
+        return QUrl.fromLocalFile(README_PATH).toString()
 
     def icon(self) -> QIcon:
         return QIcon(ICON_PATH)
@@ -279,43 +204,55 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         return MapHseLczAlgorithm()
 
     def initAlgorithm(self, config: Optional[dict[str, Any]] = None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Sentinel-2 image"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, f"Bands {', '.join(MODEL_BANDS)}, in this order (empty = from band names or count)",
-            None, self.INPUT, optional=True, allowMultiple=True))
+        tr = self.tr
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Sentinel-2 image")))
         self.addParameter(QgsProcessingParameterExtent(
-            self.EXTENT, "Extent to map (empty = the whole image)", optional=True))
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model (.keras; empty = the bundled model)", QgsProcessingParameterFile.File,
-            extension="", optional=True, fileFilter="Keras models (*.keras)"))
-        # 16 = core.tiling.MIN_TILE_SIZE, written out because importing core.tiling loads TensorFlow.
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (10 m pixels, multiple of 8)", QgsProcessingParameterNumber.Integer,
-            256, minValue=16, maxValue=4096))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.OVERLAP, "Tile overlap (10 m pixels on each side)", QgsProcessingParameterNumber.Integer,
-            32, minValue=0, maxValue=1024))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.DEVICE, "Compute on",
-            ["Automatic (GPU if TensorFlow sees one, else CPU)", "CPU", "GPU"], defaultValue=0))
-        batch = QgsProcessingParameterNumber(
-            self.BATCH_SIZE, "Tiles per batch", QgsProcessingParameterNumber.Integer, 4, minValue=1,
-            maxValue=256)
-        offset = QgsProcessingParameterNumber(
-            self.OFFSET, "DN offset to use instead of the product metadata's (e.g. -1000)",
-            QgsProcessingParameterNumber.Double, None, optional=True, minValue=-10000, maxValue=10000)
-        cog = QgsProcessingParameterBoolean(self.COG, "Write Cloud Optimized GeoTIFFs", False)
-        for advanced in (batch, offset, cog):
-            advanced.setFlags(advanced.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(advanced)
+            self.EXTENT, tr("Extent to map (empty = the whole image)"), optional=True))
+
+        advanced = [
+            QgsProcessingParameterBand(
+                self.BANDS, tr("Bands {order}, in this order (empty = from band names or count)").format(
+                    order=", ".join(MODEL_BANDS)),
+                None, self.INPUT, optional=True, allowMultiple=True),
+            QgsProcessingParameterFile(
+                self.MODEL, tr("Model (.keras; empty = the bundled model)"), QgsProcessingParameterFile.File,
+                extension="", optional=True, fileFilter=tr("Keras models (*.keras)")),
+            # 16 = core.tiling.MIN_TILE_SIZE, written out because importing core.tiling loads TensorFlow.
+            QgsProcessingParameterNumber(
+                self.TILE_SIZE, tr("Tile size (10 m pixels, multiple of 8)"), QgsProcessingParameterNumber.Integer,
+                256, minValue=16, maxValue=4096),
+            QgsProcessingParameterNumber(
+                self.OVERLAP, tr("Tile overlap (10 m pixels on each side)"), QgsProcessingParameterNumber.Integer,
+                32, minValue=0, maxValue=1024),
+            QgsProcessingParameterEnum(
+                self.DEVICE, tr("Compute on"),
+                [tr("Automatic (GPU if TensorFlow sees one, else CPU)"), tr("CPU"), tr("GPU")], defaultValue=0),
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, tr("Tiles per batch"), QgsProcessingParameterNumber.Integer, 4, minValue=1,
+                maxValue=256),
+            QgsProcessingParameterNumber(
+                self.OFFSET, tr("DN offset to use instead of the product metadata's (e.g. -1000)"),
+                QgsProcessingParameterNumber.Double, None, optional=True, minValue=-10000, maxValue=10000),
+            QgsProcessingParameterBoolean(self.COG, tr("Write Cloud Optimized GeoTIFFs"), False),
+            QgsProcessingParameterFile(
+                self.PYTHON,
+                tr("Python interpreter with TensorFlow (empty = automatic; a choice is remembered)"),
+                QgsProcessingParameterFile.File, extension="", optional=True,
+                # "*.*" would ask for a file name ending, which /usr/bin/python3 has not.
+                fileFilter=tr("Python interpreters (python*);;All files (*)")),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_HSE, "Settlement density (HSE, 20 m)"))
+            self.OUTPUT_HSE, tr("Settlement density (HSE, 20 m)")))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_LCZ, "Local climate zones (LCZ, 100 m)"))
+            self.OUTPUT_LCZ, tr("Local climate zones (LCZ, 100 m)")))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_CONFIDENCE, "LCZ confidence (100 m)", optional=True, createByDefault=False))
+            self.OUTPUT_CONFIDENCE, tr("LCZ confidence (100 m)"), optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_STATS, "Area statistics per LCZ class (CSV)", "CSV files (*.csv)", optional=True,
+            self.OUTPUT_STATS, tr("Area statistics per LCZ class (CSV)"), tr("CSV files (*.csv)"), optional=True,
             createByDefault=False))
 
     def processAlgorithm(
@@ -332,12 +269,13 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
             descriptions = layer_band_descriptions(layer)
             bands = band_names(selected, descriptions)
             for conflict in band_mismatches(selected, descriptions):
-                feedback.pushWarning(f"Bands: {conflict}. Check the order of the chosen bands.")
+                feedback.pushWarning(self.tr("Bands: {conflict}. Check the order of the chosen bands.").format(
+                    conflict=conflict))
 
         extent, extent_crs = None, None
         rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
         if parameters.get(self.EXTENT) not in (None, "") and not rect.isNull():
-            extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+            extent = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
             extent_crs = layer.crs().toWkt() if layer.crs().isValid() else None
 
         model = self.parameterAsFile(parameters, self.MODEL, context) or None
@@ -346,36 +284,32 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         confidence_path = self._raster_output(parameters, self.OUTPUT_CONFIDENCE, context) or None
         stats_path = self.parameterAsFileOutput(parameters, self.OUTPUT_STATS, context) or None
 
-        engine = _import_engine()
-        options = engine.PredictOptions(
-            bands=bands,
-            extent=extent,
-            extent_crs=extent_crs,
-            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            # The Processing dialog has already asked before replacing a file the user chose.
-            overwrite=True,
-            cog=self.parameterAsBool(parameters, self.COG, context),
-            offset=None if parameters.get(self.OFFSET) in (None, "")
-            else self.parameterAsDouble(parameters, self.OFFSET, context),
-        )
-        feedback.pushInfo(f"Input: {source}")
-        try:
-            result = engine.predict_scene(
-                source, hse_path, lcz_path,
-                confidence_path=confidence_path, stats_path=stats_path, model_path=model, options=options,
-                progress=feedback.setProgress, is_cancelled=feedback.isCanceled, log=feedback.pushInfo,
-            )
-        except UrbanMTLError as exc:
-            raise QgsProcessingException(str(exc)) from None
+        params = {
+            "input": source, "hse": hse_path, "lcz": lcz_path, "confidence": confidence_path,
+            "stats": stats_path, "model": model,
+            "options": {
+                "bands": bands, "extent": extent, "extent_crs": extent_crs,
+                "tile_size": self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                "overlap": self.parameterAsInt(parameters, self.OVERLAP, context),
+                "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                # The Processing dialog has already asked before replacing a file the user chose.
+                "overwrite": True,
+                "cog": self.parameterAsBool(parameters, self.COG, context),
+                "offset": None if parameters.get(self.OFFSET) in (None, "")
+                else self.parameterAsDouble(parameters, self.OFFSET, context),
+            },
+        }
+        feedback.pushInfo(self.tr("Input: {source}").format(source=source))
+        result = self._run_engine(params, self.parameterAsFile(parameters, self.PYTHON, context), feedback)
 
-        self._style_outputs(
-            context, feedback,
-            [(hse_path, styles.HSE), (lcz_path, styles.LCZ), (confidence_path, styles.CONFIDENCE)],
-        )
-        _report(result, feedback)
+        # Layer names in the project, after the input layer's.
+        names = {styles.HSE: self.tr("HSE density - {name}"), styles.LCZ: self.tr("LCZ - {name}"),
+                 styles.CONFIDENCE: self.tr("LCZ confidence - {name}")}
+        names = {kind: text.format(name=layer.name()) for kind, text in names.items()}
+        self._style_outputs(context, feedback, [
+            (hse_path, styles.HSE), (lcz_path, styles.LCZ), (confidence_path, styles.CONFIDENCE)], names)
+        self._report(source, result, feedback)
         return {
             self.OUTPUT_HSE: hse_path,
             self.OUTPUT_LCZ: lcz_path,
@@ -383,21 +317,83 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
             self.OUTPUT_STATS: stats_path,
         }
 
+    def _run_engine(self, params: dict[str, Any], explicit_python: str,
+                    feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        """Run core.worker in a child process; its messages go to `feedback`. Returns its result event."""
+        settings = QgsSettings()
+        try:
+            interpreter = engine.find_python(explicit_python or None, settings.value(engine.SETTINGS_KEY, "", str))
+            env = engine.child_environment()
+            info = engine.check_interpreter(interpreter, env)
+        except engine.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        if explicit_python:
+            settings.setValue(engine.SETTINGS_KEY, interpreter.path)
+        feedback.pushInfo(self.tr("Engine: {python} ({source})").format(
+            python=interpreter.path, source=interpreter.source))
+
+        run = engine.EngineRun(interpreter, params, env, feedback.isCanceled)
+        result: Optional[dict[str, Any]] = None
+        error: Optional[dict[str, Any]] = None
+        try:
+            run.start()
+            for event in run.events():
+                kind = event.get("event")
+                if kind == "progress":
+                    feedback.setProgress(float(event.get("percent", 0.0)))
+                elif kind == "log":
+                    feedback.pushInfo(user_text(str(event.get("message", ""))))
+                elif kind == "ready":
+                    feedback.pushInfo(self.tr("TensorFlow {version} on {device}").format(
+                        version=event.get("tensorflow", "?"), device=event.get("device", "?")))
+                elif kind == "result":
+                    result = event
+                elif kind == "error":
+                    error = event
+                else:
+                    feedback.pushDebugInfo(str(event.get("message", event)))
+        except engine.EngineCancelled as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except engine.EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        finally:
+            # Whatever ended the loop early, no child outlives the run and no temporary file stays behind.
+            if run.process is not None and run.process.poll() is None:
+                run.stop()
+
+        if error is not None:
+            if error.get("kind") == "missing":
+                module = error.get("module")
+                raise QgsProcessingException(engine.missing_message(interpreter, [module] if module else [], info))
+            if error.get("kind") == "internal" and error.get("detail"):
+                feedback.pushDebugInfo(str(error["detail"]))
+            run.stop()
+            raise QgsProcessingException(user_text(str(error.get("message", ""))))
+        if result is None:
+            run.stop()
+            tail = "\n".join(run.stderr_tail)
+            if tail:
+                feedback.pushDebugInfo(tail)
+            raise QgsProcessingException(self.tr(
+                "The urbanmtl engine ({python}) stopped without a result (exit status {code}). Its last output:\n"
+                "{tail}").format(python=interpreter.path, code=run.returncode, tail=tail[-2000:] or "-"))
+        return result
+
     def _raster_output(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The destination path of raster output `name` ('' when an optional one is skipped); GeoTIFF only."""
         path = self.parameterAsOutputLayer(parameters, name, context)
         if path and not path.lower().endswith(RASTER_EXTENSIONS):
-            raise QgsProcessingException(
-                f"{self.parameterDefinition(name).description()}: '{path}' is not a GeoTIFF name. urbanmtl "
-                f"writes GeoTIFF files; save the output with the ending .tif."
-            )
+            raise QgsProcessingException(self.tr(
+                "{output}: '{path}' is not a GeoTIFF name. urbanmtl writes GeoTIFF files; save the output with "
+                "the ending .tif."
+            ).format(output=self.parameterDefinition(name).description(), path=path))
         return path
 
     def _style_outputs(
         self, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
-        outputs: list[tuple[Optional[str], str]],
+        outputs: list[tuple[Optional[str], str]], names: dict[str, str],
     ) -> None:
-        """Write a .qml beside each output and style the layers Processing will load into the project."""
+        """Write a .qml beside each output, and name and style the layers Processing will load."""
         for path, kind in outputs:
             if not path:
                 continue
@@ -405,44 +401,25 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
                 styles.write_sidecar_style(path, kind)
             except OSError as exc:
                 # The maps are valid without their style; say so rather than failing the whole run.
-                feedback.pushWarning(f"{exc} The map is written but opens unstyled.")
-            styles.style_when_loaded(context, path, kind)
+                feedback.pushWarning(self.tr("{error} The map is written but opens unstyled.").format(error=exc))
+            if context.willLoadLayerOnCompletion(path):
+                details = context.layerToLoadOnCompletionDetails(path)
+                details.name = names[kind]
+                details.forceName = True
+            styles.style_when_loaded(context, path, kind, names[kind])
 
-
-def _import_engine() -> Any:
-    """The engine module, imported on first use so that QGIS starts without TensorFlow.
-
-    Raises QgsProcessingException with install instructions when TensorFlow (or Keras) cannot be imported.
-    """
-    try:
-        from ..core import predict
-    except ImportError as exc:
-        missing = (exc.name or "").split(".")[0]
-        if missing and missing == (__package__ or "").split(".")[0]:
-            # One of our own modules is missing: an incomplete installation, not a missing dependency.
-            raise QgsProcessingException(
-                f"The urbanmtl installation is incomplete: {exc}. Reinstall the plugin (make install, or the zip "
-                f"from Plugins > Manage and Install Plugins > Install from ZIP)."
-            ) from None
-        what = f"the Python package '{missing}'" if missing else "a Python package"
-        if missing in RASTERIO_PACKAGES:
-            raise QgsProcessingException(
-                f"urbanmtl reads and writes rasters with rasterio, but {what} cannot be imported ({exc}). "
-                f"{rasterio_hint()}"
-            ) from None
-        raise QgsProcessingException(
-            f"urbanmtl needs TensorFlow 2.19 to run the network, but {what} cannot be imported ({exc}). "
-            f"{install_hint()}"
-        ) from None
-    return predict
-
-
-def _report(result: Any, feedback: QgsProcessingFeedback) -> None:
-    """Log a summary (the engine's own messages reached the log already): timing and the largest LCZ classes."""
-    feedback.pushInfo(f"Done in {result.seconds:.1f} s" + (" (input warped to 10 m UTM)" if result.warped else ""))
-    rows = sorted(result.stats or [], key=lambda r: -float(r.get("area_km2", 0.0)))
-    shown = [r for r in rows if float(r.get("area_km2", 0.0)) > 0][:5]
-    if shown:
-        feedback.pushInfo("Largest local climate zones: " + "; ".join(
-            f"{r.get('letter', r.get('code'))} {r.get('name', '')}: {float(r['area_km2']):.2f} km²" for r in shown
-        ))
+    def _report(self, source: str, result: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
+        """The run's summary: input, device, tiles, time and area mapped, then the largest LCZ classes."""
+        area = float(result.get("area_km2") or 0.0)
+        text = (self.tr("Mapped {area} km² of {source} on {device}: 1 tile in {seconds} s{warped}.")
+                if result.get("tiles") == 1 else
+                self.tr("Mapped {area} km² of {source} on {device}: {tiles} tiles in {seconds} s{warped}."))
+        feedback.pushInfo(text.format(area=f"{area:.2f}", source=source, device=result.get("device", "?"),
+                 tiles=result.get("tiles", "?"), seconds=f"{float(result.get('seconds') or 0.0):.1f}",
+                 warped=self.tr(" (input warped to 10 m UTM)") if result.get("warped") else ""))
+        rows = sorted(result.get("stats") or [], key=lambda r: -float(r.get("area_km2") or 0.0))
+        shown = [r for r in rows if float(r.get("area_km2") or 0.0) > 0][:5]
+        if shown:
+            feedback.pushInfo(self.tr("Largest local climate zones: {classes}").format(classes="; ".join(
+                f"{r.get('letter', r.get('code'))} {r.get('name', '')}: {float(r['area_km2']):.2f} km²"
+                for r in shown)))

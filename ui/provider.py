@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithm import ICON_PATH, MapHseLczAlgorithm
@@ -35,7 +36,10 @@ class UrbanMTLProvider(QgsProcessingProvider):
 
     def longName(self) -> str:
         version = plugin_version()
-        return f"urbanmtl {version}: settlement density and local climate zones" if version else self.name()
+        if not version:
+            return self.name()
+        return QCoreApplication.translate("UrbanMTLProvider", "urbanmtl {version}: settlement density and local "
+                                          "climate zones").format(version=version)
 
     def icon(self) -> QIcon:
         return QIcon(ICON_PATH)

@@ -7,7 +7,10 @@ from collections import deque
 from typing import Callable, Optional
 
 from qgis.core import (
+    QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
+    QgsLayerTree,
+    QgsMapLayerLegendUtils,
     QgsGradientColorRamp,
     QgsGradientStop,
     QgsMapLayer,
@@ -15,11 +18,13 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProject,
     QgsRasterLayer,
     QgsRasterRenderer,
     QgsRasterShader,
     QgsSingleBandPseudoColorRenderer,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QTimer
 from qgis.PyQt.QtGui import QColor
 
 from ..core.lcz import CODES, COLORS, label
@@ -28,23 +33,35 @@ from ..core.lcz import CODES, COLORS, label
 HSE, LCZ, CONFIDENCE = "hse", "lcz", "confidence"
 KINDS: tuple[str, ...] = (HSE, LCZ, CONFIDENCE)
 
-#: HSE density 0..1 (fraction of built-up/impervious surface): white (none) through reds to near black-red (all).
+#: HSE density 0..1 (fraction of built-up/impervious surface): 0 fully transparent, so the image underneath
+#: shows where nothing is built, then light to dark red. (value, colour as #AARRGGBB or #RRGGBB, legend label).
 HSE_RAMP: tuple[tuple[float, str, str], ...] = (
-    (0.0, "#ffffff", "0.00 no settlement"),
+    (0.0, "#00fff5f0", "0 (none)"),
     (0.25, "#fcbba1", "0.25"),
-    (0.5, "#fb6a4a", "0.50"),
+    (0.5, "#fb6a4a", "0.5"),
     (0.75, "#cb181d", "0.75"),
-    (1.0, "#67000d", "1.00 fully built-up"),
+    (1.0, "#67000d", "1 (fully built-up)"),
 )
 
-#: LCZ confidence = the winning class probability, 1/17..1: dark purple (unsure) to yellow (sure), viridis stops.
+#: LCZ confidence = the winning class probability, 1/17..1: light grey (unsure) to black (sure).
 CONFIDENCE_RAMP: tuple[tuple[float, str, str], ...] = (
-    (0.0, "#440154", "0.00 uncertain"),
-    (0.25, "#3b528b", "0.25"),
-    (0.5, "#21918c", "0.50"),
-    (0.75, "#5ec962", "0.75"),
-    (1.0, "#fde725", "1.00 certain"),
+    (0.0, "#f7f7f7", "0 (uncertain)"),
+    (0.25, "#cccccc", "0.25"),
+    (0.5, "#969696", "0.5"),
+    (0.75, "#525252", "0.75"),
+    (1.0, "#000000", "1 (certain)"),
 )
+
+#: The first line of each output's legend in the Layers panel (it would otherwise be the band name).
+LEGEND_TITLES: dict[str, str] = {
+    HSE: "built-up fraction",
+    LCZ: "local climate zone",
+    CONFIDENCE: "LCZ confidence (probability of the class shown)",
+}
+
+
+def tr(text: str) -> str:
+    return QCoreApplication.translate("urbanmtl", text)
 
 
 def _pseudocolor(layer: QgsRasterLayer, ramp: tuple[tuple[float, str, str], ...]) -> QgsRasterRenderer:
@@ -61,7 +78,11 @@ def _pseudocolor(layer: QgsRasterLayer, ramp: tuple[tuple[float, str, str], ...]
     # The source ramp is what the style dock shows and re-classifies with, so keep it identical to the items.
     stops = [QgsGradientStop((v - lo) / (hi - lo), QColor(c)) for v, c, _ in ramp[1:-1]]
     function.setSourceColorRamp(QgsGradientColorRamp(QColor(ramp[0][1]), QColor(ramp[-1][1]), False, stops))
-    function.setColorRampItemList([QgsColorRampShader.ColorRampItem(v, QColor(c), text) for v, c, text in ramp])
+    function.setColorRampItemList([QgsColorRampShader.ColorRampItem(v, QColor(c), tr(text)) for v, c, text in ramp])
+    # One legend line per stop (0, 0.25, ... 1) rather than a bar labelled only at its ends.
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setUseContinuousLegend(False)
+    function.setLegendSettings(legend)
     shader = QgsRasterShader(lo, hi)
     shader.setRasterShaderFunction(function)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
@@ -146,7 +167,8 @@ def style_when_loaded(context: QgsProcessingContext, path: str, kind: str, name:
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Styles an output layer when Processing loads it into the project (runs in the main thread)."""
+    """Names and styles an output layer when Processing loads it into the project (runs in the main thread):
+    the renderer of its kind, the legend title (LEGEND_TITLES) and the legend shown expanded."""
 
     def __init__(self, kind: str, name: Optional[str] = None) -> None:
         super().__init__()
@@ -160,4 +182,31 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
             return
         if self.name:
             layer.setName(self.name)
+        project = context.project() if context is not None and context.project() is not None else None
+        node = (project or QgsProject.instance()).layerTreeRoot().findLayer(layer.id())
+        if node is not None:
+            set_legend_title(node, self.kind)
+        # After the title: restyling makes the Layers panel rebuild the legend, with the title.
         apply_style(layer, self.kind)
+        if node is not None:
+            # The desktop's Layers panel collapses legends of 10 or more lines when it (re)builds them, as it
+            # just did; the 17 LCZ classes are the point of the layer, so open them again, now and once the
+            # panel has caught up.
+            node.setExpanded(True)
+            layer_id = layer.id()
+            root = node.parent()
+            while root is not None and root.parent() is not None:
+                root = root.parent()
+
+            def expand() -> None:
+                again = root.findLayer(layer_id) if root is not None else None
+                if again is not None:
+                    again.setExpanded(True)
+
+            QTimer.singleShot(0, expand)
+
+
+def set_legend_title(node: "QgsLayerTreeLayer", kind: str) -> None:
+    """Show LEGEND_TITLES[kind] instead of the band name as the first legend line of layer tree node `node`."""
+    if QgsLayerTree.isLayer(node) and kind in LEGEND_TITLES:
+        QgsMapLayerLegendUtils.setLegendNodeUserLabel(node, 0, tr(LEGEND_TITLES[kind]))

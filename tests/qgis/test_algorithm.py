@@ -52,6 +52,8 @@ def style_of(path: str, default_style: bool = True) -> tuple[str, list[str]]:
 
 
 def test_run_writes_styled_outputs_on_the_input_grid(plugin, tiny_model, tiny_scene, tmp_path):
+    from qgis.core import QgsRasterLayer
+
     from urbanmtl.core.lcz import COLORS, NAMES, hex_to_rgb, label
 
     params = base_parameters(tiny_scene, tiny_model, tmp_path, OUTPUT_CONFIDENCE=str(tmp_path / "confidence.tif"),
@@ -95,12 +97,19 @@ def test_run_writes_styled_outputs_on_the_input_grid(plugin, tiny_model, tiny_sc
     assert labels == [label(code) for code in range(1, 18)]
     assert "2 Compact midrise" in labels and "G Water" in labels
     kind, labels = style_of(result["OUTPUT_HSE"])
-    assert kind == "singlebandpseudocolor" and labels[0].startswith("0.00") and labels[-1].startswith("1.00")
+    assert kind == "singlebandpseudocolor"
+    assert labels == ["0 (none)", "0.25", "0.5", "0.75", "1 (fully built-up)"]
     assert style_of(result["OUTPUT_CONFIDENCE"])[0] == "singlebandpseudocolor"
+    hse_layer = QgsRasterLayer(result["OUTPUT_HSE"], "hse", "gdal")
+    shader = hse_layer.renderer().shader().rasterShaderFunction()
+    colours = [item.color for item in shader.colorRampItemList()]
+    assert colours[0].alpha() == 0, "HSE 0 must be transparent so the image shows through"
+    assert all(c.alpha() == 255 for c in colours[1:])
+    assert [c.lightness() for c in colours[1:]] == sorted((c.lightness() for c in colours[1:]), reverse=True)
+    assert not shader.legendSettings().useContinuousLegend()      # one labelled line per stop
+    del shader, hse_layer
 
     # The QML keeps the LCZ colours of core.lcz.
-    from qgis.core import QgsRasterLayer
-
     layer = QgsRasterLayer(result["OUTPUT_LCZ"], "lcz", "gdal")
     colours = {c.value: c.color.name() for c in layer.renderer().classes()}
     del layer
@@ -116,17 +125,32 @@ def test_layers_loaded_into_the_project_are_styled(plugin, tiny_model, tiny_scen
     from urbanmtl.core.lcz import label
     from urbanmtl.ui.styles import LCZ, StylePostProcessor
 
+    from qgis.core import QgsLayerTreeModel, QgsMapLayerLegendUtils
+
     params = base_parameters(tiny_scene, tiny_model, tmp_path, OUTPUT_HSE="TEMPORARY_OUTPUT",
-                             OUTPUT_LCZ="TEMPORARY_OUTPUT")
+                             OUTPUT_LCZ="TEMPORARY_OUTPUT", OUTPUT_CONFIDENCE=str(tmp_path / "confidence.tif"))
     project = QgsProject.instance()
     try:
         processing.runAndLoadResults(ALGORITHM_ID, params)
-        layers = [l for l in project.mapLayers().values() if isinstance(l, QgsRasterLayer)]
-        kinds = sorted(l.renderer().type() for l in layers)
-        assert kinds == ["paletted", "singlebandpseudocolor"]
-        lcz_layer = next(l for l in layers if l.renderer().type() == "paletted")
+        layers = {l.name(): l for l in project.mapLayers().values() if isinstance(l, QgsRasterLayer)}
+        # Named after the input layer (here the file's base name), whatever the output file is called.
+        assert sorted(layers) == ["HSE density - tiny_s2", "LCZ - tiny_s2", "LCZ confidence - tiny_s2"]
+        assert layers["LCZ - tiny_s2"].renderer().type() == "paletted"
+        assert layers["HSE density - tiny_s2"].renderer().type() == "singlebandpseudocolor"
+        assert layers["LCZ confidence - tiny_s2"].renderer().type() == "singlebandpseudocolor"
+        lcz_layer = layers["LCZ - tiny_s2"]
         assert [t for t, _ in lcz_layer.renderer().legendSymbologyItems()][1] == label(2)
-        del layers, lcz_layer
+        root = project.layerTreeRoot()
+        model = QgsLayerTreeModel(root)
+        titles = {}
+        for name, layer in layers.items():
+            node = root.findLayer(layer.id())
+            assert node.isExpanded(), name                       # the legend shows in the Layers panel
+            titles[name] = QgsMapLayerLegendUtils.legendNodeUserLabel(node, 0)
+            assert model.layerLegendNodes(node), name
+        assert titles["HSE density - tiny_s2"] == "built-up fraction"
+        assert titles["LCZ - tiny_s2"] == "local climate zone"
+        del layers, lcz_layer, model, node, layer
     finally:
         project.removeAllMapLayers()
 
@@ -143,6 +167,7 @@ def test_layers_loaded_into_the_project_are_styled(plugin, tiny_model, tiny_scen
 
 
 def test_cancel_stops_the_run_and_leaves_no_files(plugin, tiny_model, tiny_scene, tmp_path):
+    """Cancel on the first progress report: the child stops, the run fails with "Cancelled", no file stays."""
     from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
     out = tmp_path / "out"
@@ -246,3 +271,84 @@ def test_extent_in_another_crs_is_converted_to_the_image_crs(plugin, tiny_model,
     assert SCENE_UL[0] + 400 <= bounds.left <= SCENE_UL[0] + 480
     assert bounds.right >= SCENE_UL[0] + 960 - 20
     assert bounds.right - bounds.left < 700
+
+
+STUBBORN_WORKER = """
+import fcntl, json, os, signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, signal.SIG_IGN)          # a child busy in a long network call
+params = json.load(open(sys.argv[-2]))
+locks = []
+for key in ("hse", "lcz"):
+    final = Path(params[key])
+    locks.append(os.open(final.with_name("." + final.name + ".urbanmtl-lock"), os.O_RDWR | os.O_CREAT))
+    fcntl.flock(locks[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)   # as core.outputs.OutputLock does
+    Path(final.parent, "." + final.stem + ".0123abcd.tmp" + final.suffix).write_bytes(b"partial")
+    Path(final.parent, "." + final.stem + ".0123abcd.tmp" + final.suffix + ".aux.xml").write_text("<x/>")
+print(json.dumps({"event": "progress", "percent": 1.0}), flush=True)
+time.sleep(120)
+"""
+
+
+def stubborn_python(folder: Path) -> str:
+    """An interpreter whose `-m core.worker` writes temporary outputs, then ignores SIGTERM and hangs."""
+    worker = folder / "stubborn_worker.py"
+    worker.write_text(STUBBORN_WORKER)
+    python = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python"
+    script = folder / "python-stubborn"
+    script.write_text(f'#!/bin/sh\nif [ "$1" = "-m" ]; then shift 2; exec {python} {worker} "$@"; fi\n'
+                      f'exec {python} "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_cancel_kills_a_stuck_engine_within_seconds_and_removes_its_temporary_files(
+        plugin, tiny_scene, tmp_path, monkeypatch):
+    """SIGTERM ignored: the algorithm kills the child after 1 s and removes the files it left behind."""
+    import time
+
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("URBANMTL_PYTHON", stubborn_python(tmp_path))
+    (out / ".other.0123abcd.tmp.tif").write_bytes(b"not ours")        # another output's file stays
+    feedback = QgsProcessingFeedback()
+    cancelled_at = []
+
+    def cancel(percent: float) -> None:
+        cancelled_at.append(time.monotonic())
+        feedback.cancel()
+
+    feedback.progressChanged.connect(cancel)
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        run(base_parameters(tiny_scene, tmp_path / "model.keras", out), feedback)
+    stopped_after = time.monotonic() - cancelled_at[0]
+    assert stopped_after < 2.0, f"the run ended {stopped_after:.1f} s after Cancel"
+    assert sorted(p.name for p in out.iterdir()) == [".other.0123abcd.tmp.tif"]
+
+
+def test_python_parameter_is_used_and_remembered(plugin, tiny_model, tiny_scene, tmp_path, monkeypatch):
+    from qgis.core import QgsProcessingException, QgsSettings
+
+    from urbanmtl.ui.engine import SETTINGS_KEY
+
+    monkeypatch.delenv("URBANMTL_PYTHON", raising=False)
+    settings = QgsSettings()
+    try:
+        with pytest.raises(QgsProcessingException, match="no_python.*does not exist"):
+            run(base_parameters(tiny_scene, tiny_model, tmp_path, PYTHON=str(tmp_path / "no_python")))
+        assert not settings.value(SETTINGS_KEY, "")
+        monkeypatch.setenv("URBANMTL_PYTHON", str(tmp_path / "no_python"))
+        with pytest.raises(QgsProcessingException, match="does not exist.*URBANMTL_PYTHON"):
+            run(base_parameters(tiny_scene, tiny_model, tmp_path))
+        monkeypatch.delenv("URBANMTL_PYTHON")
+        python = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
+        run(base_parameters(tiny_scene, tiny_model, tmp_path, PYTHON=python))
+        assert settings.value(SETTINGS_KEY, "") == python
+        # The remembered choice is used from then on, and a wrong one is named with where it came from.
+        settings.setValue(SETTINGS_KEY, str(tmp_path / "gone" / "python3"))
+        with pytest.raises(QgsProcessingException, match="setting urbanmtl/python"):
+            run(base_parameters(tiny_scene, tiny_model, tmp_path))
+    finally:
+        settings.remove(SETTINGS_KEY)

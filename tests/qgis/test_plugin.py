@@ -16,9 +16,11 @@ pytestmark = pytest.mark.qgis
 
 ALGORITHM_ID = "urbanmtl:map_hse_lcz"
 REQUIRED_METADATA = (
-    "name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository",
-    "tracker", "homepage", "tags", "category", "icon", "experimental", "hasProcessingProvider", "license",
+    "name", "qgisMinimumVersion", "description", "about", "version", "author", "tags", "category", "icon",
+    "experimental", "hasProcessingProvider", "license",
 )
+#: Placeholder contacts that must not ship (there is no public tracker or address yet).
+PLACEHOLDERS = ("example.org", "example.com", "github.com/urbanmtl")
 
 
 def read_metadata() -> dict[str, str]:
@@ -38,7 +40,10 @@ def test_metadata_has_every_required_field():
     assert metadata["experimental"] in ("True", "False")
     assert (REPO / metadata["icon"]).is_file()
     for url in ("repository", "tracker", "homepage"):
-        assert metadata[url].startswith("https://")
+        assert not metadata.get(url) or metadata[url].startswith("https://")
+    text = (REPO / "metadata.txt").read_text(encoding="utf-8")
+    assert not [p for p in PLACEHOLDERS if p in text], "placeholder contact in metadata.txt"
+    assert "km2" not in text
 
 
 def test_metadata_version_is_the_engine_version():
@@ -105,9 +110,21 @@ def test_algorithm_parameters(plugin):
     assert algorithm.parameterDefinition("TILE_SIZE").defaultValue() == 256
     assert algorithm.parameterDefinition("OVERLAP").defaultValue() == 32
 
+    # The first screen is input, extent and outputs; everything else is under Advanced parameters.
+    advanced = QgsProcessingParameterDefinition.FlagAdvanced
+    for name in ("BANDS", "MODEL", "TILE_SIZE", "OVERLAP", "DEVICE", "BATCH_SIZE", "OFFSET", "COG", "PYTHON"):
+        assert algorithm.parameterDefinition(name).flags() & advanced, name
+    for name in ("INPUT", "EXTENT", "OUTPUT_HSE", "OUTPUT_LCZ", "OUTPUT_CONFIDENCE", "OUTPUT_STATS"):
+        assert not algorithm.parameterDefinition(name).flags() & advanced, name
+
     help_text = algorithm.shortHelpString()
-    for needed in ("10000", "offset", "20 m", "100 m", "pseudo-labels", "Qiu", "1000705", "pip install"):
+    for needed in ("built-up fraction", "20 m", "100 m", "LCZ", "offset", "Qiu", "1000705", "pseudo-labels",
+                   "README.md", "km&sup2;"):
         assert needed in help_text, needed
+    assert "\n" not in help_text, "paragraphs must wrap: no line breaks inside the help text"
+    assert "github.com" not in help_text and "km2" not in help_text
+    assert algorithm.helpUrl().startswith("file://") and algorithm.helpUrl().endswith("README.md")
+    assert (REPO / "README.md").is_file()
 
 
 def test_processing_dialog_builds_a_widget_for_every_parameter(plugin):
@@ -182,55 +199,113 @@ def test_start_up_survives_a_broken_provider(qgis_app, monkeypatch):
     assert any(tag == "urbanmtl" and "simulated provider failure" in text for tag, text in messages)
 
 
-BLOCK_MODULES = """
-import importlib.abc, sys
+def fake_python(folder, blocked: tuple[str, ...]) -> str:
+    """An interpreter that behaves like the venv's Python lacking `blocked` (import and find_spec fail)."""
+    site = folder / "blocked_site"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCKED = {blocked!r}
+        class Missing(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+        sys.meta_path.insert(0, Missing())
+    """))
+    script = folder / "python-without"
+    script.write_text(f"#!/bin/sh\nPYTHONPATH={site}:$PYTHONPATH exec {REPO / '.venv' / 'bin' / 'python'} \"$@\"\n")
+    script.chmod(0o755)
+    return str(script)
 
-class Missing(importlib.abc.MetaPathFinder):
-    # Behaves like a QGIS whose Python lacks these packages.
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
 
-sys.meta_path.insert(0, Missing())
+QGIS_SCRIPT = """
+import os, sys
+sys.path.insert(0, PLUGIN_DIR)
+sys.path.append(QGIS_PYTHON_PLUGINS)
+from qgis.testing import start_app
+app = start_app()
+from processing.core.Processing import Processing
+Processing.initialize()
+import processing
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback
+import urbanmtl
+plugin = urbanmtl.classFactory(None)
+plugin.initProcessing()
+assert QgsApplication.processingRegistry().algorithmById(ALGORITHM_ID) is not None
+print("PROVIDER LOADED")
+HEAVY = {"tensorflow", "keras", "rasterio"}
+
+class Feedback(QgsProcessingFeedback):
+    def pushInfo(self, text):
+        print("INFO:", text)
+
+for run in RUNS:
+    try:
+        processing.run(ALGORITHM_ID, run, feedback=Feedback())
+        print("RESULT: ok")
+    except QgsProcessingException as exc:
+        print("MESSAGE:", str(exc).replace("\\n", " "))
+print("HEAVY MODULES IN QGIS:", sorted(HEAVY & set(sys.modules)))
+plugin.unload()
 """
 
 
-@pytest.mark.parametrize("blocked, expected", [
-    (("tensorflow", "keras", "tf_keras"), ("TensorFlow", "pip install", "tensorflow==2.19.*", "numpy<2")),
-    (("rasterio",), ("rasterio", "'rasterio'", "install")),
+def run_in_fresh_qgis(plugin_dir, runs: list[dict], env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `runs` (processing.run parameter dicts) in a new QGIS process: no TensorFlow imported by pytest."""
+    script = (f"PLUGIN_DIR = {str(plugin_dir)!r}\nQGIS_PYTHON_PLUGINS = {QGIS_PYTHON_PLUGINS!r}\n"
+              f"ALGORITHM_ID = {ALGORITHM_ID!r}\nRUNS = {runs!r}\n" + QGIS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "URBANMTL_PYTHON"}
+    env.update(QT_QPA_PLATFORM="offscreen", **env_extra)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("blocked, missing", [
+    (("tensorflow",), "'tensorflow'"),
+    (("rasterio",), "'rasterio'"),
 ])
-def test_provider_loads_and_explains_missing_packages(plugin_dir, tmp_path, blocked, expected):
-    """Without TensorFlow or rasterio the provider still loads; running says what to install."""
+def test_missing_packages_give_one_message_with_the_install_command(plugin_dir, tmp_path, blocked, missing):
+    """The engine's Python lacks a package: the provider still loads, and running says what to install."""
     scene = write_geotiff(tmp_path / "scene.tif", synthetic_dn(16, 16, 10), TEN_BANDS)
-    script = f"BLOCKED = {blocked!r}\n" + BLOCK_MODULES + textwrap.dedent(f"""
-        sys.path.insert(0, {str(plugin_dir)!r})
-        sys.path.append({QGIS_PYTHON_PLUGINS!r})
-        from qgis.testing import start_app
-        app = start_app()
-        from processing.core.Processing import Processing
-        Processing.initialize()
-        import processing
-        from qgis.core import QgsApplication, QgsProcessingException
-        import urbanmtl
-        plugin = urbanmtl.classFactory(None)
-        plugin.initProcessing()
-        assert QgsApplication.processingRegistry().algorithmById({ALGORITHM_ID!r}) is not None
-        assert not set(sys.modules) & {{"tensorflow", "keras", "rasterio"}}, "loaded too early"
-        print("PROVIDER LOADED")
-        try:
-            processing.run({ALGORITHM_ID!r}, {{"INPUT": {str(scene)!r},
-                           "OUTPUT_HSE": {str(tmp_path / "hse.tif")!r}, "OUTPUT_LCZ": {str(tmp_path / "lcz.tif")!r}}})
-        except QgsProcessingException as exc:
-            print("MESSAGE:", str(exc).replace("\\n", " "))
-        plugin.unload()
-    """)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    run = {"INPUT": str(scene), "OUTPUT_HSE": str(tmp_path / "hse.tif"), "OUTPUT_LCZ": str(tmp_path / "lcz.tif")}
+    python = fake_python(tmp_path, blocked)
+    done = run_in_fresh_qgis(plugin_dir, [run], {"URBANMTL_PYTHON": python})
     output = done.stdout + done.stderr
     assert "PROVIDER LOADED" in done.stdout, output
-    message = next((line for line in done.stdout.splitlines() if line.startswith("MESSAGE:")), "")
-    for needed in expected:
-        assert needed in message, output
-    assert any(f"'{name}'" in message for name in blocked), output     # names the package that is missing
+    messages = [line for line in done.stdout.splitlines() if line.startswith("MESSAGE:")]
+    assert len(messages) == 1, output
+    message = messages[0]
+    assert missing in message and python in message and "URBANMTL_PYTHON" in message, output
+    # One command for this platform: a venv Python gets pip into the venv, TensorFlow pinned as everywhere.
+    assert f'{python} -m pip install "tensorflow==2.19.*" "numpy<2"' in message, output
+    assert "keras" not in message.lower(), output
+    assert "Traceback" not in output, output
     assert not (tmp_path / "hse.tif").exists() and not (tmp_path / "lcz.tif").exists()
+
+
+def test_system_python_without_tensorflow_names_the_debian_commands(monkeypatch):
+    from urbanmtl.ui import engine
+
+    monkeypatch.setattr(engine.shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    interpreter = engine.Interpreter("/usr/bin/python3", "the system Python")
+    info = engine.ProbeResult("3.11.2", ["tensorflow"], venv=False, managed=True)
+    message = engine.missing_message(interpreter, info.missing, info)
+    assert ('sudo apt-get install python3-rasterio python3-h5py && /usr/bin/python3 -m pip install --user '
+            '--break-system-packages "tensorflow==2.19.*" "numpy<2"') in message
+    assert "'tensorflow'" in message and "keras" not in message.lower()
+
+
+def test_engine_never_enters_the_qgis_process(plugin_dir, tiny_model, tmp_path):
+    """A real run from a fresh QGIS process: the maps are written, TensorFlow and rasterio stay in the child."""
+    scene = write_geotiff(tmp_path / "scene.tif", synthetic_dn(40, 48, 10), TEN_BANDS)
+    run = {"INPUT": str(scene), "MODEL": str(tiny_model), "TILE_SIZE": 32, "OVERLAP": 8, "DEVICE": 1,
+           "OUTPUT_HSE": str(tmp_path / "hse.tif"), "OUTPUT_LCZ": str(tmp_path / "lcz.tif")}
+    done = run_in_fresh_qgis(plugin_dir, [run], {})
+    output = done.stdout + done.stderr
+    assert "RESULT: ok" in done.stdout, output
+    assert "HEAVY MODULES IN QGIS: []" in done.stdout, output
+    assert (tmp_path / "hse.tif").is_file() and (tmp_path / "lcz.tif").is_file()
+    info = "\n".join(line for line in done.stdout.splitlines() if line.startswith("INFO:"))
+    # The log states input, engine, device, tile count, time and km² mapped, and never says km2.
+    assert f"Input: {scene}" in info and ".venv/bin/python" in info, info
+    assert "on CPU" in info and "4 tiles in" in info and "km² of" in info and "km2" not in info, info
