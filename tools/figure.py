@@ -49,6 +49,18 @@ def _lcz_panel(ax, lcz: np.ndarray, extent, title: str, legend: bool = True) -> 
                   bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
 
 
+def _save(fig, axes, png: Path) -> Path:
+    """Axes without ticks, the figure written to `png` and closed."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.savefig(png, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
 def teacher_figure(rgb_source: Path, teacher: np.ndarray, lcz_path: Path, png: Path, title: str) -> Path:
     """Image, teacher LCZ and our LCZ (both per 100 m cell) side by side, one legend for both maps."""
     import matplotlib
@@ -72,12 +84,7 @@ def teacher_figure(rgb_source: Path, teacher: np.ndarray, lcz_path: Path, png: P
     present = sorted((set(np.unique(lcz).tolist()) | set(np.unique(teacher).tolist())) - {0})
     axes[2].legend(handles=[Patch(color=colours[c], label=label(c)) for c in present], loc="center left",
                    bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.savefig(png, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return png
+    return _save(fig, axes, png)
 
 
 def demo_figure(rgb_source: Path, hse_path: Path, lcz_path: Path, png: Path, title: str = "") -> Path:
@@ -103,9 +110,4 @@ def demo_figure(rgb_source: Path, hse_path: Path, lcz_path: Path, png: Path, tit
     axes[1].set_title("HSE density (20 m)")
     fig.colorbar(im, ax=axes[1], fraction=0.046, shrink=0.6, label="built-up fraction")
     _lcz_panel(axes[2], lcz, lcz_extent, "Local Climate Zones (100 m)")
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.savefig(png, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return png
+    return _save(fig, axes, png)

@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import keras
 import numpy as np
 import pytest
 import rasterio
-from keras import layers
 from rasterio.errors import RasterioIOError
 from rasterio.transform import from_origin
 
@@ -31,6 +29,7 @@ from core.input_checks import DISPLAY_MESSAGE, assess_value_scale, check_offset
 from core.model import save_model
 from core.predict import PredictOptions, predict_scene
 from core.raster import Scene, open_scene
+from tests.core.test_predict import pointwise_network
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
@@ -79,17 +78,6 @@ def band_files(folder: Path, height: int = 48, width: int = 48) -> list[Path]:
             d.write(data)
         paths.append(path)
     return paths
-
-
-def pointwise_network(seed: int = 2) -> keras.Model:
-    """No spatial context: 2x2 average pooling then 1x1 heads (deterministic, fast)."""
-    keras.utils.set_random_seed(seed)
-    image = keras.Input((None, None, 10), name="image")
-    pooled = layers.AveragePooling2D(2)(image)
-    features = layers.Conv2D(8, 1, activation="tanh")(layers.Rescaling(8.0)(pooled))
-    hse = layers.Conv2D(1, 1, activation="sigmoid", name="hse")(features)
-    lcz = layers.Conv2D(17, 1, activation="softmax", name="lcz")(layers.Rescaling(4.0)(features))
-    return keras.Model(image, {"hse": hse, "lcz": lcz})
 
 
 @pytest.fixture(scope="module")
