@@ -78,3 +78,23 @@ def normalize_codes(codes: np.ndarray) -> np.ndarray:
     for alias, code in ALIASES.items():
         out[codes == alias] = code
     return out
+
+
+#: UMEP's (and older WUDAPT files') codes of LCZ 1..17: the built types keep 1..10, A..G become 101..107.
+UMEP_CODES: tuple[int, ...] = tuple(range(1, 11)) + tuple(range(101, 108))
+
+
+def to_umep_codes(codes: np.ndarray) -> np.ndarray:
+    """UMEP codes (1..10, 101..107; uint8) of LCZ codes 1..17; 0 (nodata) and anything else become 0."""
+    codes = np.asarray(codes)
+    lookup = np.zeros(256, dtype=np.uint8)
+    lookup[1:NUM_CLASSES + 1] = UMEP_CODES
+    valid = (codes >= 0) & (codes <= 255)
+    out = np.zeros(codes.shape, dtype=np.uint8)
+    out[valid] = lookup[codes[valid].astype(np.int64)]
+    return out
+
+
+def umep_label(umep_code: int) -> str:
+    """Legend text of a UMEP code, e.g. 2 -> "2 Compact midrise", 107 -> "G Water"."""
+    return label(umep_code - 90 if umep_code > 100 else umep_code)
