@@ -286,7 +286,9 @@ def defer_signal(signum: int) -> bool:
 
 
 @contextmanager
-def _critical_section(done_message: str) -> Iterator[None]:
+def _critical_section(done_message: str = "") -> Iterator[None]:
+    """Stop signals that come inside are deferred to its end (see defer_signal), then raised as Interrupted;
+    with a done_message, the message says the outputs were complete."""
     global _critical_depth, _deferred_signal
     _critical_depth += 1
     try:
@@ -295,7 +297,16 @@ def _critical_section(done_message: str) -> Iterator[None]:
         _critical_depth -= 1
     if _critical_depth == 0 and _deferred_signal is not None:
         signum, _deferred_signal = _deferred_signal, None
-        raise Interrupted(signum, f"interrupted after the outputs were complete: {done_message}")
+        raise Interrupted(signum, f"interrupted after the outputs were complete: {done_message}"
+                          if done_message else "")
+
+
+def signals_deferred():
+    """Run a call into native code (a TensorFlow batch) with stop signals deferred to its end. A handler that
+    raises while TensorFlow's C++ runs Python code (its nest utilities import modules) does not unwind cleanly:
+    TensorFlow turns the exception into a SystemError/AttributeError and prints a traceback. One batch is short,
+    so the stop still comes within a fraction of a second."""
+    return _critical_section()
 
 
 # --- locking the output names ---

@@ -47,7 +47,7 @@ from .input_checks import check_offset
 from .lcz import NUM_CLASSES
 from .outputs import (
     FLOAT_NODATA, ClassStats, GridSpec, OutputLock, OutputSet, check_outputs_apart, defer_signal, plan_outputs,
-    remove_temporaries,
+    remove_temporaries, signals_deferred,
 )
 from .raster import READ_ERRORS, InputSpec, Scene, damaged_input_error, open_scene
 from .tiling import OUTPUT_FACTOR, SCHEMES, Tile, TileLayout, batched, check_tiling, make_layout
@@ -149,16 +149,19 @@ class NetworkRunner:
         self._tf = tf
         # autograph=False: the network has no Python control flow to convert, and autograph cannot parse a
         # lambda's source (it warns). Eager calls were 1.6x slower per 256 x 256 batch of 4 on CPU.
-        self._fn = tf.function(
-            lambda x: network(x, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, 10], tf.float32)],
-            autograph=False,
-        )
+        # Making the function flattens its signature in TensorFlow's C++ (see signals_deferred).
+        with signals_deferred():
+            self._fn = tf.function(
+                lambda x: network(x, training=False),
+                input_signature=[tf.TensorSpec([None, None, None, 10], tf.float32)],
+                autograph=False,
+            )
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with self._tf.device(self.device):
+        with signals_deferred(), self._tf.device(self.device):
             out = self._fn(self._tf.constant(batch, dtype=self._tf.float32))
-        return np.asarray(out["hse"])[..., 0], np.asarray(out["lcz"])
+            hse, lcz = np.asarray(out["hse"])[..., 0], np.asarray(out["lcz"])
+        return hse, lcz
 
 
 class StripAccumulator:
@@ -421,7 +424,8 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
                 f"bands). Check the extent, the file's nodata value, or choose another scene."
             )
         device = select_device(options.device)
-        loaded = _load(model_path, device)
+        with signals_deferred():             # Keras builds the network through TensorFlow's C++
+            loaded = _load(model_path, device)
         layout = make_layout(scene.height, scene.width, options.tile_size, options.overlap, options.scheme)
         say(f"Scene: {scene.width} x {scene.height} pixels at 10 m ({scene.width * scene.height * scene.pixel_area_m2 / 1e6:.2f} km2); "
             f"{len(layout)} tiles of {layout.tile_width} x {layout.tile_height} px, scheme '{options.scheme}'"
@@ -515,8 +519,15 @@ def quiet_tensorflow_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
+#: The last stop signal the CLI's handler received (None: none). An exception that a stop signal set off
+#: inside library code may reach main() in another guise; main() then still reports the stop.
+_stop_received: Optional[int] = None
+
+
 def _stop(signum, frame) -> None:
-    if defer_signal(signum):      # outputs are being renamed into place: stop right after
+    global _stop_received
+    _stop_received = signum
+    if defer_signal(signum):      # outputs are being renamed, or a batch is in TensorFlow: stop right after
         return
     raise Interrupted(signum)
 
@@ -552,6 +563,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     every temporary file removed."""
     quiet_tensorflow_logs()
     args = build_parser().parse_args(argv)
+    global _stop_received
+    _stop_received = None
     previous = _install_stop_handlers()
     bar = None
 
@@ -606,6 +619,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return fail(f"{exc.strerror or exc}{where}; no output was written. Check the disk space and the "
                     f"permissions of the input and output folders.", 2)
     except Exception as exc:
+        if _stop_received is not None and not os.environ.get("URBANMTL_DEBUG"):
+            return fail(str(Interrupted(_stop_received)), 128 + _stop_received)
         if os.environ.get("URBANMTL_DEBUG"):
             raise
         return fail(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
