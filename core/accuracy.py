@@ -137,9 +137,9 @@ def _summary_table(result: dict[str, Any]) -> str:
                     f"<td>{sign}{_fmt(gain)}</td><td class=l>{legend}</td></tr>")
     ci = result.get("bootstrap")
     if ci:
-        rows.append(f"<tr><th>OA 95 %</th><td>{ci['oa_before_95'][0]:.3f}&ndash;{ci['oa_before_95'][1]:.3f}</td>"
-                    f"<td>{ci['oa_after_95'][0]:.3f}&ndash;{ci['oa_after_95'][1]:.3f}</td>"
-                    f"<td>{ci['oa_gain_95'][0]:+.3f}&ndash;{ci['oa_gain_95'][1]:+.3f}</td><td class=l>bootstrap "
+        rows.append(f"<tr><th>OA 95 %</th><td>{ci['oa_before_95'][0]:.3f} to {ci['oa_before_95'][1]:.3f}</td>"
+                    f"<td>{ci['oa_after_95'][0]:.3f} to {ci['oa_after_95'][1]:.3f}</td>"
+                    f"<td>{ci['oa_gain_95'][0]:+.3f} to {ci['oa_gain_95'][1]:+.3f}</td><td class=l>bootstrap "
                     f"over test polygons ({ci['repeats']} draws)</td></tr>")
     return ("<table><tr><th></th><th>before</th><th>after</th><th>gain</th><th></th></tr>"
             + "".join(rows) + "</table>")

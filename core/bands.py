@@ -1,4 +1,4 @@
-"""Sentinel-2 band catalogue: names, known file layouts, and DN-to-reflectance conversion."""
+"""Sentinel-2 band catalogue: names, file-name patterns, known file layouts, and DN-to-reflectance conversion."""
 
 from __future__ import annotations
 
@@ -54,6 +54,11 @@ QUANTIFICATION_VALUE = 10000.0
 BASELINE_04_OFFSET = -1000.0
 
 _BAND_RE = re.compile(r"^\s*(?:band[\s_-]*)?b0*(\d{1,2})(a?)\b", re.IGNORECASE)
+
+#: A single-band file of a granule, named by its band (T33UUU_20170216T102101_B02.jp2, ..._B8A_20m.jp2).
+BAND_FILE_RE = re.compile(r"(?:^|[_\-.])(B(?:0?[1-9]|1[0-2]|0?8A))(?:_\d+m)?\.(?:jp2|tiff?)$", re.IGNORECASE)
+#: The product metadata of a SAFE product (MTD_MSIL1C.xml, MTD_MSIL2A.xml, or the older S2A_OPER_MTD_SAFL1C_*.xml).
+PRODUCT_XML_RE = re.compile(r"^(MTD_MSIL(?:1C|2A)|S2[A-Z]_[A-Z]{4}_MTD_SAF.*)\.xml$", re.IGNORECASE)
 
 
 def normalize_band_name(name: Optional[str]) -> Optional[str]:

@@ -26,9 +26,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from .errors import Interrupted, UrbanMTLError
 # The patterns core.raster recognises band files and product metadata by: one definition of each.
-from .raster import _BAND_FILE_RE, _PRODUCT_XML_RE
+from .atomic import atomic_write
+from .bands import BAND_FILE_RE as _BAND_FILE_RE, PRODUCT_XML_RE as _PRODUCT_XML_RE
+from .errors import Interrupted, UrbanMTLError
 
 if TYPE_CHECKING:  # core.predict loads TensorFlow
     from .predict import PredictOptions
@@ -206,14 +207,11 @@ def output_km2(hse_path: str) -> Optional[float]:
 
 def write_summary(path: Path, rows: Sequence[Row]) -> None:
     """Write summary.csv atomically: a hidden temporary beside it, flushed, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        writer.writerows(row.values() for row in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path, tmp=path.with_name(f".{path.name}.{os.getpid()}.tmp"), fsync=True) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(COLUMNS)
+            writer.writerows(row.values() for row in rows)
 
 
 def read_summary(path: Path) -> list[dict]:
@@ -333,9 +331,8 @@ def claim_scene(out_dir: Path, stem: str, batch_id: str, worker: str) -> Optiona
         pass
     try:
         folder.mkdir(exist_ok=True)
-        tmp = folder / f".{stem}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"batch": batch_id, "worker": worker, "pid": os.getpid()}))
-        os.replace(tmp, marker)
+        with atomic_write(marker, tmp=folder / f".{stem}.{os.getpid()}.tmp") as tmp:
+            tmp.write_text(json.dumps({"batch": batch_id, "worker": worker, "pid": os.getpid()}))
     except OSError:
         pass                                   # markers only improve the report; mapping goes on without them
     return previous

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,7 +12,7 @@ from .errors import UrbanMTLError
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run. Defaults are the paper's (METHOD.md, "Training")."""
+    """Every setting of a training run. Defaults are the paper's (docs/method.md, "Losses and training")."""
 
     data: list[str] = field(default_factory=list)
     val_data: list[str] = field(default_factory=list)
@@ -125,7 +125,3 @@ def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Tra
         return TrainConfig(**merged)
     except TypeError as exc:
         raise UrbanMTLError(f"Invalid training settings: {exc}.") from None
-
-
-def to_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)

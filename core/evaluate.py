@@ -1,23 +1,29 @@
 """Score a trained model on labelled data: the paper's HSE and LCZ metrics as JSON, plus a confusion-matrix PNG.
 
-Command line:
+Command line (core.evaluate_cli, re-exported here):
     python -m core.evaluate --model RUN_DIR_or_MODEL --data DATASET [DATASET ...] --out METRICS.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import UrbanMTLError
-from .lcz import BUILT_CODES
+from .evaluate_cli import build_parser, main
 from .metrics import MetricAccumulator, plot_confusion_matrix
+from .scene_labels import SceneLabelTally
+
+_SceneLabelTally = SceneLabelTally  # its name here before it had a module of its own (tests import it)
+
+__all__ = ["evaluate", "score", "summary", "default_confusion_png", "main", "build_parser", "CONFUSION_SUFFIX",
+           "SUBSETS", "DEFAULT_PATCH_SIZE"]
 
 #: Suffix that turns METRICS.json into the default confusion-matrix figure, METRICS_confusion.png.
 CONFUSION_SUFFIX = "_confusion.png"
@@ -60,6 +66,23 @@ def evaluate(
     the 20 m grid; LCZ on the 10 m label grid, each 20 m predicted class covering its 2x2 label pixels.
     Raises UrbanMTLError for unusable arguments, models or data.
     """
+    data = _check_arguments(data, batch_size, patch_size, subset, hse_threshold)
+    # TensorFlow and the data readers are imported here so that `--help` and argument errors stay instant.
+    from .model import load_model
+
+    loaded = load_model(model)
+    opened = _open_data(loaded, data, patch_size, subset, val_fraction, split_seed)
+    result = score(loaded, opened, batch_size=batch_size, hse_threshold=hse_threshold, progress=progress)
+    if out is not None:
+        _write_json(result, Path(out))
+    if confusion_png is not None and "lcz" in result:
+        _draw_confusion(result["lcz"], loaded.path, confusion_png)
+    return result
+
+
+def _check_arguments(data: Sequence[str] | str, batch_size: int, patch_size: Optional[int], subset: str,
+                     hse_threshold: float) -> list[str]:
+    """The dataset specs as a list of text; UrbanMTLError for an argument out of range."""
     if isinstance(data, (str, os.PathLike)):
         data = [str(data)]
     data = [str(spec) for spec in data]
@@ -75,13 +98,15 @@ def evaluate(
         raise UrbanMTLError(
             f"The HSE threshold must be a fraction in (0, 1] (built = HSE >= threshold); got {hse_threshold}."
         )
+    return data
 
-    # TensorFlow and the data readers are imported here so that `--help` and argument errors stay instant.
+
+def _open_data(loaded: Any, data: list[str], patch_size: Optional[int], subset: str,
+               val_fraction: Optional[float], split_seed: Optional[int]) -> list[tuple[str, Any]]:
+    """(spec, Dataset) pairs to score: every dataset of `data`, or its `subset` part as core.train split it;
+    refused when none is left or when the model and the data share no task."""
     from .data import open_datasets
-    from .data.scene import SceneDataset
-    from .model import load_model
 
-    loaded = load_model(model)
     trained = loaded.card.get("training", {}).get("config", {})     # core.train's settings, when it made the model
     trained_patch = trained.get("patch_size") if subset != "all" else None
     given_patch = patch_size
@@ -90,35 +115,41 @@ def evaluate(
         _check_patch_size(patch_size)
     opened = [(spec, dataset) for spec in data for dataset in open_datasets(spec, patch_size=patch_size)]
     if subset != "all":
-        fraction, seed = _split_settings(trained, loaded.path, subset, val_fraction, split_seed)
-        if given_patch is not None and trained_patch and given_patch != int(trained_patch) and \
-                any(isinstance(dataset, SceneDataset) for _, dataset in opened):
-            raise UrbanMTLError(
-                f"With --subset {subset}, scenes are cut into the blocks core.train split them into, which depend "
-                f"on the training patch size ({int(trained_patch)} px, from the model card); --patch-size "
-                f"{given_patch} would cut other blocks and mix training and validation areas. Leave --patch-size "
-                f"out, or give {int(trained_patch)}."
-            )
-        opened = [(spec, dataset.split(fraction, seed)[subset == "val"]) for spec, dataset in opened]
+        opened = _subset_parts(opened, trained, loaded.path, subset, val_fraction, split_seed, given_patch)
     if not opened:
         raise UrbanMTLError(f"The data {', '.join(data)} holds no dataset to evaluate on. Check the paths.")
     _check_tasks(loaded, [d for _, d in opened], loaded.path)
+    return opened
 
-    result = score(loaded, opened, batch_size=batch_size, hse_threshold=hse_threshold, progress=progress)
 
-    if out is not None:
-        _write_json(result, Path(out))
-    if confusion_png is not None and "lcz" in result:
-        lcz = result["lcz"]
-        title = (f"LCZ confusion matrix: {loaded.path.parent.name}/{loaded.path.name}\n"
-                 f"OA {lcz['oa']:.3f}   Kappa {_fmt(lcz['kappa'])}   AA {lcz['aa']:.3f}   WA {lcz['wa']:.3f}   "
-                 f"n = {lcz['n']} px")
-        try:
-            plot_confusion_matrix(np.array(lcz["confusion_matrix"]), confusion_png, title)
-        except OSError as exc:
-            raise UrbanMTLError(f"Cannot write the confusion matrix figure '{confusion_png}': {exc.strerror or exc}. "
-                                f"Choose a writable path with --confusion-png.") from None
-    return result
+def _subset_parts(opened: list[tuple[str, Any]], trained: dict, model_path: Path, subset: str,
+                  val_fraction: Optional[float], split_seed: Optional[int], given_patch: Optional[int]
+                  ) -> list[tuple[str, Any]]:
+    """The train or val part of each dataset, split with the training run's settings (or the given ones)."""
+    from .data.scene import SceneDataset
+
+    trained_patch = trained.get("patch_size")
+    fraction, seed = _split_settings(trained, model_path, subset, val_fraction, split_seed)
+    if given_patch is not None and trained_patch and given_patch != int(trained_patch) and \
+            any(isinstance(dataset, SceneDataset) for _, dataset in opened):
+        raise UrbanMTLError(
+            f"With --subset {subset}, scenes are cut into the blocks core.train split them into, which depend "
+            f"on the training patch size ({int(trained_patch)} px, from the model card); --patch-size "
+            f"{given_patch} would cut other blocks and mix training and validation areas. Leave --patch-size "
+            f"out, or give {int(trained_patch)}."
+        )
+    return [(spec, dataset.split(fraction, seed)[subset == "val"]) for spec, dataset in opened]
+
+
+def _draw_confusion(lcz: dict[str, Any], model_path: Path, png: str | os.PathLike) -> None:
+    title = (f"LCZ confusion matrix: {model_path.parent.name}/{model_path.name}\n"
+             f"OA {lcz['oa']:.3f}   Kappa {_fmt(lcz['kappa'])}   AA {lcz['aa']:.3f}   WA {lcz['wa']:.3f}   "
+             f"n = {lcz['n']} px")
+    try:
+        plot_confusion_matrix(np.array(lcz["confusion_matrix"]), png, title)
+    except OSError as exc:
+        raise UrbanMTLError(f"Cannot write the confusion matrix figure '{png}': {exc.strerror or exc}. "
+                            f"Choose a writable path with --confusion-png.") from None
 
 
 def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8, hse_threshold: float = 0.5,
@@ -134,7 +165,7 @@ def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8
     data = [spec for spec, _ in opened]
     total = sum(steps_per_epoch([d], batch_size, training=False) for _, d in opened)
     overall = MetricAccumulator(hse_threshold=hse_threshold)
-    scenes = _SceneLabelTally()
+    scenes = SceneLabelTally()
     entries: list[dict[str, Any]] = []
     n_batches = 0
     with _progress_bar(total, progress) as bar:
@@ -234,58 +265,6 @@ def _patch_labels(dataset: Any) -> Optional[list[str]]:
     return None if labels is None else [str(v) for v in labels]
 
 
-class _SceneLabelTally:
-    """Per scene class (e.g. EuroSAT 'Residential'): how many patches the model calls built, and their mean HSE.
-
-    A patch is called built when most of its pixels have their most probable LCZ among 1-10. The same figures
-    are kept for the references, to read the model's numbers against its labels.
-    """
-
-    def __init__(self) -> None:
-        self._sums: dict[str, dict[str, float]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._sums)
-
-    def add(self, labels: Iterable[str], y: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> None:
-        built_low, built_high = min(BUILT_CODES), max(BUILT_CODES)
-        for i, label in enumerate(labels):
-            sums = self._sums.setdefault(label, {})
-            sums["n"] = sums.get("n", 0) + 1
-            if "lcz" in pred:
-                codes = np.argmax(pred["lcz"][i], axis=-1) + 1
-                built = np.mean((codes >= built_low) & (codes <= built_high)) > 0.5
-                _add(sums, "built", float(built))
-            if "hse" in pred:
-                _add(sums, "hse", float(np.mean(pred["hse"][i])))
-            reference = y.get("lcz")
-            if reference is not None:
-                has_ref = reference[i].sum(axis=-1) > 0
-                if has_ref.any():
-                    codes = np.argmax(reference[i][has_ref], axis=-1) + 1
-                    _add(sums, "ref_built", float(np.mean((codes >= built_low) & (codes <= built_high)) > 0.5))
-            reference = y.get("hse")
-            if reference is not None and np.isfinite(reference[i]).any():
-                _add(sums, "ref_hse", float(np.nanmean(reference[i])))
-
-    def result(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for label in sorted(self._sums):
-            sums = self._sums[label]
-            entry: dict[str, Any] = {"n": int(sums["n"])}
-            for key, name in (("built", "share_built"), ("hse", "mean_hse"),
-                              ("ref_built", "reference_share_built"), ("ref_hse", "reference_mean_hse")):
-                if sums.get(f"{key}_n"):
-                    entry[name] = sums[key] / sums[f"{key}_n"]
-            out[label] = entry
-        return out
-
-
-def _add(sums: dict[str, float], key: str, value: float) -> None:
-    sums[key] = sums.get(key, 0.0) + value
-    sums[f"{key}_n"] = sums.get(f"{key}_n", 0) + 1
-
-
 class _NoBar:
     def __enter__(self) -> "_NoBar":
         return self
@@ -313,9 +292,8 @@ def _write_json(result: dict[str, Any], path: Path) -> None:
     """Write through a temporary sibling and rename, so an interrupted run never leaves half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp.{path.name}")
-        tmp.write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n")
-        os.replace(tmp, path)
+        with atomic_write(path, tmp=path.with_name(f".tmp.{path.name}")) as tmp:
+            tmp.write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n")
     except OSError as exc:
         raise UrbanMTLError(f"Cannot write the metrics file '{path}': {exc.strerror or exc}. "
                             f"Choose a writable path with --out.") from None
@@ -350,76 +328,6 @@ def summary(result: dict[str, Any]) -> str:
             parts.append(f"mean HSE {entry['mean_hse']:.3f}")
         lines.append("  " + "  ".join(parts))
     return "\n".join(lines)
-
-
-# --- command line ----------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m core.evaluate",
-        description=(
-            "Score a trained urbanmtl model on labelled data with the metrics of Qiu et al. (GRSL 2022): "
-            "HSE mean absolute error in percentage points and, after thresholding, Kappa, average accuracy, "
-            "recall and F1; LCZ overall accuracy, Kappa, average accuracy, weighted accuracy, OA_urb, OA_bu, "
-            "per-class F1 and the confusion matrix. A task is reported only when the model predicts it and the "
-            "data has a reference for it."
-        ),
-    )
-    parser.add_argument("--model", default=None,
-                        help="The model: a training run folder (from 'python -m core.train') or its model.keras. "
-                             "Default: the model bundled with the plugin.")
-    parser.add_argument("--data", nargs="+", required=True, metavar="DATASET",
-                        help="One or more labelled datasets: a patch HDF5 (authors' layout, So2Sat LCZ42, the "
-                             "EuroSAT teacher file), a scene manifest (.yaml/.json), or the shared data folder. "
-                             "Prefix FORMAT: (authors, so2sat, eurosat, scene, shared) to force a format.")
-    parser.add_argument("--out", required=True, metavar="METRICS.json",
-                        help="Where to write the metrics as JSON.")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
-                        help="Patches per forward pass (default 8). Lower it if memory runs out.")
-    parser.add_argument("--patch-size", type=int, default=None, metavar="N",
-                        help=f"Tile size in 10 m pixels for scene datasets, a multiple of 8 (default "
-                             f"{DEFAULT_PATCH_SIZE}; with --subset, the training patch size from the model card). "
-                             "Patch files keep their own patch size.")
-    parser.add_argument("--subset", choices=SUBSETS, default="all",
-                        help="Score every patch (all, default), or only the validation (val) or training (train) "
-                             "part of each dataset as 'python -m core.train' splits it without --val-data. The split "
-                             "settings (and the scene blocks' patch size) come from the model card.")
-    parser.add_argument("--val-fraction", type=float, default=None, metavar="F",
-                        help="With --subset: the share split off for validation (default: the model card's).")
-    parser.add_argument("--split-seed", type=int, default=None, metavar="N",
-                        help="With --subset: the seed of the split (default: the model card's, else 0).")
-    parser.add_argument("--hse-threshold", type=float, default=0.5, metavar="T",
-                        help="HSE fraction from which a pixel counts as built for Kappa, AA, recall and F1 "
-                             "(default 0.5).")
-    parser.add_argument("--confusion-png", default=None, metavar="PATH",
-                        help="Where to draw the LCZ confusion matrix (default: METRICS_confusion.png beside "
-                             "--out). Drawn only when there is an LCZ result.")
-    parser.add_argument("--no-progress", action="store_true", help="Do not show the progress bar.")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 for a problem the user can fix)."""
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    png = Path(args.confusion_png) if args.confusion_png else default_confusion_png(args.out)
-    try:
-        result = evaluate(
-            args.model, args.data, batch_size=args.batch_size, patch_size=args.patch_size,
-            hse_threshold=args.hse_threshold, out=args.out, confusion_png=png, progress=not args.no_progress,
-            subset=args.subset, val_fraction=args.val_fraction, split_seed=args.split_seed,
-        )
-    except UrbanMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summary(result))
-    print(f"Wrote {args.out}")
-    if "lcz" in result:
-        print(f"Wrote {png}")
-    elif args.confusion_png:
-        print(f"No LCZ result, so no confusion matrix was drawn at {png}.", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

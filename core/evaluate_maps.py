@@ -105,13 +105,16 @@ def score_maps(spec: Any, hse_path: str, lcz_path: str) -> dict[str, Any]:
 
 
 def evaluate_scenes(model: Optional[str], manifests: Sequence[str], *, keep_dir: Optional[str] = None,
-                    log=print) -> list[dict[str, Any]]:
+                    log=print, tile_size: Optional[int] = None, overlap: Optional[int] = None,
+                    batch_size: Optional[int] = None) -> list[dict[str, Any]]:
     """Map every scene with `model` (None: the bundled one) and score it; maps go to keep_dir (or a temporary
-    folder that is removed)."""
+    folder that is removed). tile_size/overlap/batch_size: as core.predict (None: its defaults)."""
     from .data import load_manifest
     from .predict import PredictOptions, predict_scene
 
     specs = [load_manifest(m) for m in manifests]
+    tiling = {k: v for k, v in (("tile_size", tile_size), ("overlap", overlap), ("batch_size", batch_size))
+              if v is not None}
     scores = []
     with tempfile.TemporaryDirectory(prefix="urbanmtl-maps-") as tmp:
         folder = Path(keep_dir) if keep_dir else Path(tmp)
@@ -124,7 +127,7 @@ def evaluate_scenes(model: Optional[str], manifests: Sequence[str], *, keep_dir:
 
                 bands = list(LAYOUTS[spec.layout.upper()])
             result = predict_scene(str(spec.image), str(hse), str(lcz), model_path=model,
-                                   options=PredictOptions(bands=bands, offset=spec.offset, overwrite=True))
+                                   options=PredictOptions(bands=bands, offset=spec.offset, overwrite=True, **tiling))
             score = score_maps(spec, str(hse), str(lcz))
             score["seconds"] = round(result.seconds, 1)
             scores.append(score)
@@ -141,13 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model.keras or run folder (default: the bundled model)")
     p.add_argument("--out", help="write the scores as JSON here")
     p.add_argument("--keep-maps", help="keep the maps in this folder")
+    p.add_argument("--tile-size", type=int, help="tile size in 10 m pixels (default: core.predict's)")
+    p.add_argument("--overlap", type=int, help="tile overlap in 10 m pixels (default: core.predict's)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        scores = evaluate_scenes(args.model, args.manifests, keep_dir=args.keep_maps)
+        scores = evaluate_scenes(args.model, args.manifests, keep_dir=args.keep_maps, tile_size=args.tile_size,
+                                 overlap=args.overlap)
     except UrbanMTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import UrbanMTLError
 from .lcz import CODES, COLORS, NUM_CLASSES, UMEP_CODES, hex_to_rgb, label, to_umep_codes, umep_label
 
@@ -85,24 +86,20 @@ def _write(path: Path, codes: np.ndarray, crs: Any, transform: Any, colors: dict
     import rasterio
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     profile = dict(driver="GTiff", width=codes.shape[1], height=codes.shape[0], count=1, dtype="uint8", crs=crs,
                    transform=transform, nodata=LCZ_NODATA, compress="deflate", tiled=codes.shape[1] >= 256
                    and codes.shape[0] >= 256)
     try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(codes.astype(np.uint8), 1)
-            dst.set_band_description(1, description)
-            dst.write_colormap(1, {LCZ_NODATA: (0, 0, 0, 0),
-                                   **{v: hex_to_rgb(c) + (255,) for v, c in colors.items()}})
-            if tags:
-                dst.update_tags(**tags)
-        _category_names(tmp, {LCZ_NODATA: "No data", **names})
-        os.replace(tmp, path)
-        os.replace(str(tmp) + ".aux.xml", str(path) + ".aux.xml")
+        with atomic_write(path, tmp=path.with_name(f".{path.stem}.tmp{path.suffix}"), sidecars=(".aux.xml",)) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(codes.astype(np.uint8), 1)
+                dst.set_band_description(1, description)
+                dst.write_colormap(1, {LCZ_NODATA: (0, 0, 0, 0),
+                                       **{v: hex_to_rgb(c) + (255,) for v, c in colors.items()}})
+                if tags:
+                    dst.update_tags(**tags)
+            _category_names(tmp, {LCZ_NODATA: "No data", **names})
     except OSError as exc:
-        for leftover in (tmp, Path(str(tmp) + ".aux.xml")):
-            leftover.unlink(missing_ok=True)
         raise UrbanMTLError(f"Cannot write '{path}' ({exc.strerror or exc}). Choose a writable folder with free "
                             f"space.") from None
     return path
@@ -146,37 +143,52 @@ def _filter_in_place(path: Path, codes: np.ndarray, size: int) -> tuple[np.ndarr
 
     filtered = majority_filter(codes, size)
     changed = int(np.count_nonzero(filtered != codes))
-    tmp = path.with_name(f".{path.stem}.majority.tmp{path.suffix}")
     try:
-        shutil.copyfile(path, tmp)
-        with rasterio.open(tmp, "r+") as ds:
-            ds.write(filtered, 1)
-            ds.update_tags(URBANMTL_MAJORITY_FILTER=f"{size}x{size}")
-            factors = ds.overviews(1)
-            if factors:   # a COG: its overviews must show the filtered map too
-                from rasterio.enums import Resampling
+        with atomic_write(path, tmp=path.with_name(f".{path.stem}.majority.tmp{path.suffix}")) as tmp:
+            shutil.copyfile(path, tmp)
+            with rasterio.open(tmp, "r+") as ds:
+                ds.write(filtered, 1)
+                ds.update_tags(URBANMTL_MAJORITY_FILTER=f"{size}x{size}")
+                factors = ds.overviews(1)
+                if factors:   # a COG: its overviews must show the filtered map too
+                    from rasterio.enums import Resampling
 
-                ds.build_overviews(factors, Resampling.mode)
-        os.replace(tmp, path)
+                    ds.build_overviews(factors, Resampling.mode)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UrbanMTLError(f"Cannot rewrite the LCZ map '{path}' with the majority filter "
                             f"({exc.strerror or exc}). Check the folder is writable and has free space.") from None
     return filtered, changed
 
 
-def export_lcz(lcz_path: str | os.PathLike, umep_path: Optional[str | os.PathLike] = None,
-               w2w_path: Optional[str | os.PathLike] = None, majority: int = 0) -> dict[str, Any]:
-    """Post-process a written LCZ GeoTIFF: optionally majority-filter it in place (majority = 3 or 5; 0 = off),
-    then write the UMEP and/or w2w copies (see the module docstring). Returns what was done:
-    {"lcz": path, "majority": size, "changed_cells": n, "umep": path or None, "w2w": path or None}."""
+def check_exports(lcz_path: str | os.PathLike, umep_path: Optional[str | os.PathLike] = None,
+                  w2w_path: Optional[str | os.PathLike] = None, majority: int = 0, overwrite: bool = False) -> None:
+    """The checks of export_lcz that need no map, for a caller to make before mapping: the filter size, export
+    names apart from the map and each other, GeoTIFF names, and no existing file replaced without `overwrite`."""
     if majority not in MAJORITY_SIZES:
         raise UrbanMTLError(f"The majority filter size must be 0 (off), 3 or 5; got {majority}.")
+    lcz = Path(lcz_path).resolve()
+    targets = [Path(p) for p in (umep_path, w2w_path) if p is not None]
+    for target in targets:
+        if target.resolve() == lcz:
+            raise UrbanMTLError(f"The export '{target}' would replace the LCZ map itself. Choose another file name.")
+        if target.suffix.lower() not in (".tif", ".tiff"):
+            raise UrbanMTLError(f"The export '{target}' must be a GeoTIFF; give it a .tif name.")
+        if target.exists() and not overwrite:
+            raise UrbanMTLError(f"The export '{target}' exists already. Choose another name or allow overwriting.")
+    if len(targets) == 2 and targets[0].resolve() == targets[1].resolve():
+        raise UrbanMTLError(f"The UMEP and w2w exports have the same name '{targets[0]}'. Give them different names.")
+
+
+def export_lcz(lcz_path: str | os.PathLike, umep_path: Optional[str | os.PathLike] = None,
+               w2w_path: Optional[str | os.PathLike] = None, majority: int = 0,
+               overwrite: bool = True) -> dict[str, Any]:
+    """Post-process a written LCZ GeoTIFF: optionally majority-filter it in place (majority = 3 or 5; 0 = off),
+    then write the UMEP and/or w2w copies (see the module docstring); existing export files are replaced only
+    with `overwrite`. Returns what was done:
+    {"lcz": path, "majority": size, "changed_cells": n, "umep": path or None, "w2w": path or None}."""
+    check_exports(lcz_path, umep_path, w2w_path, majority, overwrite)
     path = Path(lcz_path)
     codes, profile = _read_lcz(path)
-    for other in (umep_path, w2w_path):
-        if other is not None and Path(other).resolve() == path.resolve():
-            raise UrbanMTLError(f"The export '{other}' would replace the LCZ map itself. Choose another file name.")
     changed = 0
     if majority:
         codes, changed = _filter_in_place(path, codes, majority)

@@ -1,7 +1,7 @@
 """Accuracy metrics of the paper for HSE (MAE, binary Kappa/AA/recall/F1) and LCZ (OA, Kappa, AA, WA, OA_urb, OA_bu, F1).
 
 Everything here is plain numpy; the confusion-matrix figure uses matplotlib, imported only when drawn.
-Definitions follow METHOD.md ("Metrics"); LCZ codes are 1..17 (A..G = 11..17) and 0 means "no reference".
+Definitions follow docs/method.md ("Metrics"); LCZ codes are 1..17 (A..G = 11..17) and 0 means "no reference".
 """
 
 from __future__ import annotations

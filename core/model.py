@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,9 +12,13 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .bands import MODEL_BANDS
+from .atomic import atomic_write
 from .errors import UrbanMTLError
-from .lcz import NUM_CLASSES
+# The input/output contract (core.spec): bands, GSDs, scale, size multiple, classes.
+from .spec import (
+    BASELINE_OFFSET, DN_SCALE, HSE_GSD_M, INPUT_GSD_M, LCZ_GSD_M, LCZ_PROB_GSD_M, MODEL_BANDS, NUM_CLASSES,
+    OFFSET_BASELINE, SIZE_MULTIPLE,
+)
 
 #: The comparison set of the paper (Table I); `mtl_learned_p2f` is the proposed configuration.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -27,13 +31,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mtl_no_cbam": dict(hse=True, lcz=True, cbam=False, p2f=True, weighting="learned"),
 }
 
-#: Ground sampling distance of the input and of the outputs of the saved inference model, in metres.
-INPUT_GSD_M = 10
-HSE_GSD_M = 20
-LCZ_PROB_GSD_M = 20
-#: Input height and width must be multiples of this (three 2x2 poolings).
-SIZE_MULTIPLE = 8
-
 
 @dataclass
 class ModelConfig:
@@ -45,7 +42,7 @@ class ModelConfig:
     dropout: float = 0.1
     # Keras's default BatchNorm momentum (0.99) averages over ~100 steps; on the small datasets users bring
     # (a few hundred patches, tens of steps per epoch) the moving statistics then lag the weights and
-    # inference-mode predictions collapse. 0.9 (~10 steps) tracks them; METHOD.md does not fix this value.
+    # inference-mode predictions collapse. 0.9 (~10 steps) tracks them; docs/method.md does not fix this value.
     bn_momentum: float = 0.9
 
     def __post_init__(self) -> None:
@@ -273,10 +270,6 @@ class LoadedModel:
     path: Path
 
     @property
-    def bands(self) -> list[str]:
-        return list(self.card.get("bands", MODEL_BANDS))
-
-    @property
     def has_hse(self) -> bool:
         return "hse" in self.network.output
 
@@ -296,14 +289,14 @@ def base_card(config: ModelConfig, network: keras.Model) -> dict[str, Any]:
         "variant": config.variant,
         "config": config.to_dict(),
         "bands": list(MODEL_BANDS[: config.in_bands]) if config.in_bands == len(MODEL_BANDS) else None,
-        "scaling": {"reflectance": "(DN + offset) / 10000", "offset": "from product metadata (-1000 from "
-                    "processing baseline 04.00 on, else 0)", "normalisation": "none"},
+        "scaling": {"reflectance": f"(DN + offset) / {DN_SCALE}", "offset": f"from product metadata ({BASELINE_OFFSET} "
+                    f"from processing baseline {OFFSET_BASELINE} on, else 0)", "normalisation": "none"},
         "input_gsd_m": INPUT_GSD_M,
         "size_multiple": SIZE_MULTIPLE,
         "outputs": {
             **({"hse": {"gsd_m": HSE_GSD_M, "range": [0.0, 1.0],
                         "meaning": "built-up/impervious fraction"}} if config.has_hse else {}),
-            **({"lcz": {"gsd_m": LCZ_PROB_GSD_M, "map_gsd_m": 100, "classes": NUM_CLASSES,
+            **({"lcz": {"gsd_m": LCZ_PROB_GSD_M, "map_gsd_m": LCZ_GSD_M, "classes": NUM_CLASSES,
                         "meaning": "LCZ probabilities, channel k-1 = LCZ k"}} if config.has_lcz else {}),
         },
         "parameters": count_parameters(network),
@@ -320,12 +313,11 @@ def save_model(network: keras.Model, path: str | os.PathLike, card: dict[str, An
     if path.suffix != ".keras":
         raise UrbanMTLError(f"Model files are saved as .keras; got '{path}'. Use a name ending in .keras.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    network.save(tmp)
-    card_tmp = path.with_name(f".{CARD_FILE}.tmp")
-    card_tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    os.replace(card_tmp, card_path_for(path))
+    # The card is renamed after the model (the inner block ends first).
+    with atomic_write(card_path_for(path), tmp=path.with_name(f".{CARD_FILE}.tmp")) as card_tmp, \
+            atomic_write(path, tmp=path.with_name(f".{path.stem}.tmp.keras")) as tmp:
+        network.save(tmp)
+        card_tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
     return path
 
 

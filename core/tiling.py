@@ -14,16 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UrbanMTLError
-from .model import SIZE_MULTIPLE
-
-#: The blending scheme of this project, and the authors' four-offset scheme (METHOD.md, "Inference").
-SCHEMES: tuple[str, ...] = ("blend", "authors")
-
-#: Smallest tile edge accepted: two 80 m cells of the LCZ branch.
-MIN_TILE_SIZE = 2 * SIZE_MULTIPLE
-
-#: Output grid factor of the network (20 m output pixels per 10 m input pixel, per axis).
-OUTPUT_FACTOR = 2
+# The contract's numbers (core.spec, no TensorFlow): SCHEMES, MIN_TILE_SIZE (two 80 m cells of the LCZ branch),
+# OUTPUT_FACTOR (10 m input pixels per 20 m output pixel), the tiling of a model whose card gives none.
+from .spec import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE, OUTPUT_FACTOR, SCHEMES, SIZE_MULTIPLE
 
 
 @dataclass(frozen=True)
@@ -70,6 +63,26 @@ class TileLayout:
         return len(self.tiles)
 
 
+def model_tiling(card: dict) -> tuple[int, int]:
+    """(tile_size, overlap) a model maps with by default: tiles as large as its training windows, overlapping by
+    a quarter of that on each side (64 px tiles, 16 px overlap for the bundled model).
+
+    The network's attention (CBAM) pools over its whole input, so its answers depend on the input's size: the
+    bundled model, trained on 64 px windows, was measured on three validation cities with 256 px tiles at built/
+    natural OA 0.840/0.898/0.810 and HSE MAE 0.140/0.131/0.108, with 64 px tiles (overlap 16) at 0.876/0.926/
+    0.841 and 0.106/0.089/0.075, at the same speed (README, "Tiling"). A card's `tiling` entry
+    ({"tile_size": n, "overlap": m}) takes precedence; a card without either falls back to DEFAULT_TILE_SIZE/
+    DEFAULT_OVERLAP (256/32, core.spec)."""
+    tiling = card.get("tiling") if isinstance(card, dict) else None
+    if isinstance(tiling, dict) and "tile_size" in tiling:
+        tile = int(tiling["tile_size"])
+        return tile, int(tiling.get("overlap", tile // 4))
+    patch = (card.get("training", {}).get("config", {}) if isinstance(card, dict) else {}).get("patch_size")
+    if isinstance(patch, int) and patch >= MIN_TILE_SIZE and patch % SIZE_MULTIPLE == 0:
+        return patch, (patch // 4) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    return DEFAULT_TILE_SIZE, DEFAULT_OVERLAP
+
+
 def check_tiling(tile_size: int, overlap: int, scheme: str = "blend") -> None:
     """Raise UrbanMTLError unless tile_size/overlap/scheme can make a layout.
 
@@ -82,7 +95,7 @@ def check_tiling(tile_size: int, overlap: int, scheme: str = "blend") -> None:
     if not isinstance(tile_size, (int, np.integer)) or tile_size < MIN_TILE_SIZE or tile_size % SIZE_MULTIPLE:
         raise UrbanMTLError(
             f"tile_size must be a multiple of {SIZE_MULTIPLE} pixels and at least {MIN_TILE_SIZE}; got "
-            f"{tile_size}. Use e.g. 256 (the network pools three times by 2)."
+            f"{tile_size}. Use e.g. {DEFAULT_TILE_SIZE} (the network pools three times by 2)."
         )
     if not isinstance(overlap, (int, np.integer)) or overlap < 0 or 2 * overlap > tile_size:
         raise UrbanMTLError(
@@ -136,7 +149,7 @@ def _effective_tile(length: int, tile_size: int) -> int:
     return min(tile_size, max(MIN_TILE_SIZE, math.ceil(length / SIZE_MULTIPLE) * SIZE_MULTIPLE))
 
 
-def make_layout(height: int, width: int, tile_size: int = 256, overlap: int = 32,
+def make_layout(height: int, width: int, tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
                 scheme: str = "blend") -> TileLayout:
     """The tiles that cover a scene of height x width 10 m pixels.
 

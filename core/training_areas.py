@@ -115,7 +115,7 @@ def read_training_areas(path: str | Path, field: str, dst_crs: Any, layer: Optio
                 areas.append(TrainingArea(code, geom, tuple(geometry_bounds(geom)), ref, len(areas)))
     if not used_layers:
         raise UrbanMTLError(f"The polygon file '{path}' has no field '{field}'. Its fields: "
-                            f"{', '.join(fields_seen) or 'none'}. Pass the one holding the LCZ class (--field).")
+                            f"{', '.join(fields_seen) or 'none'}. Choose the one holding the LCZ class.")
     if bad_values:
         shown = ", ".join(repr(v) for v in list(dict.fromkeys(bad_values))[:6])
         raise UrbanMTLError(f"{len(bad_values)} polygon(s) in '{path}' have a value in field '{field}' that is not "
@@ -217,18 +217,6 @@ def pixel_counts(areas: Sequence[TrainingArea], transform: Any, height: int, wid
                           dtype="uint8")
         counts[a.code] += int(burnt.sum())
     return counts
-
-
-def oversample(areas: Sequence[TrainingArea]) -> list[TrainingArea]:
-    """The polygons with those of rarer classes repeated, so training windows (drawn around polygons picked
-    uniformly) are less dominated by the most drawn class: a class of n polygons is repeated
-    round(sqrt(n_max / n)) times (square-root balancing; full balancing would repeat one polygon too often)."""
-    counts = Counter(a.code for a in areas)
-    most = max(counts.values())
-    out: list[TrainingArea] = []
-    for a in areas:
-        out.extend([a] * max(1, int(round((most / counts[a.code]) ** 0.5))))
-    return out
 
 
 def class_table(areas: Sequence[TrainingArea]) -> dict[int, int]:

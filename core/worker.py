@@ -6,15 +6,17 @@ LLVM, see README.md, "Mapping a scene"); it starts this module with a Python tha
     python -m core.worker PARAMS.json [--watch-stdin]
 
 PARAMS.json holds {"input": path or [paths], "hse": path, "lcz": path, "confidence": path or null,
-"stats": path or null, "model": path or null, "options": {PredictOptions fields}}; the same parameters can be
-given as flags instead (`python -m core.worker --help`). Every line written to stdout is one JSON object
-with an "event":
+"stats": path or null, "model": path or null, "umep": path or null, "w2w": path or null, "majority": 0, 3 or 5,
+"options": {PredictOptions fields}}; the same parameters can be given as flags instead (`python -m core.worker
+--help`). umep, w2w and majority are the LCZ exports of core.export (see core.predict --umep). Every line
+written to stdout is one JSON object with an "event":
 
 - {"event": "ready", "python": ..., "tensorflow": "2.19.0", "device": "CPU"}: the engine is loaded;
 - {"event": "progress", "percent": 12.5};
 - {"event": "log", "message": "..."}: one engine message, for the user;
 - {"event": "result", "hse": ..., "lcz": ..., "confidence": ..., "stats_path": ..., "stats": [rows],
-  "tiles": 9, "seconds": 4.2, "area_km2": 6.55, "device": "CPU", "warped": false}: the last line of a run;
+  "tiles": 9, "seconds": 4.2, "area_km2": 6.55, "device": "CPU", "warped": false, "umep": path or null,
+  "w2w": path or null, "majority": 0, "majority_changed": cells}: the last line of a run;
 - {"event": "error", "kind": "user" | "missing" | "cancelled" | "internal", "message": "...",
   "module": name (kind "missing" only), "detail": traceback (kind "internal" only)}.
 
@@ -42,6 +44,7 @@ import traceback
 from typing import IO, Any, Callable, Optional, Sequence
 
 from .errors import UrbanMTLError
+from .spec import DEVICES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_MISSING, EXIT_CANCELLED = 0, 1, 2, 3, 130
 #: Fields of core.predict.PredictOptions a PARAMS file may set.
@@ -105,7 +108,7 @@ def read_params(args: argparse.Namespace) -> dict[str, Any]:
                 params.update(json.load(handle))
         except (OSError, json.JSONDecodeError) as exc:
             raise UrbanMTLError(f"Cannot read the parameter file '{args.params}': {exc}.") from None
-    for key in ("input", "hse", "lcz", "confidence", "stats", "model"):
+    for key in ("input", "hse", "lcz", "confidence", "stats", "model", "umep", "w2w", "majority"):
         value = getattr(args, key)
         if value is not None:
             params[key] = value[0] if key == "input" and len(value) == 1 else value
@@ -139,10 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", help="output LCZ confidence GeoTIFF")
     p.add_argument("--stats", help="output CSV of area per LCZ class")
     p.add_argument("--model", help="model.keras (default: the bundled model)")
+    p.add_argument("--umep", help="output GeoTIFF: the LCZ map in UMEP codes (1-10, 101-107)")
+    p.add_argument("--w2w", help="output GeoTIFF: the LCZ map for WRF's w2w (EPSG:4326)")
+    p.add_argument("--majority", type=int, choices=(0, 3, 5), help="majority filter of the LCZ map (0 = off)")
     p.add_argument("--tile-size", type=int, dest="tile_size")
     p.add_argument("--overlap", type=int)
     p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--watch-stdin", action="store_true",
                    help="stop when stdin reaches its end (the parent process closed it or died)")
@@ -175,20 +181,34 @@ def _install_stop_handlers(watch_stdin: bool) -> threading.Event:
     return stopped
 
 
-def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Event] = None) -> int:
-    """Import the engine, map the scene, report; returns the exit status."""
-    try:
-        import tensorflow as tf
+def import_engine(channel: Channel, *modules: str) -> Optional[list[Any]]:
+    """Import TensorFlow and the engine modules `core.<name>`: [tensorflow, module, ...], or None after reporting
+    the package that is missing (an "error" event of kind "missing")."""
+    import importlib
 
-        from . import outputs, predict
+    try:
+        import tensorflow
+
+        from . import model, outputs  # noqa: F401 - core.model: Keras and the network's layers (the engine
+        # modules load them only when a model is loaded; a missing Keras is reported here, as "missing")
+
+        loaded = [tensorflow] + [importlib.import_module(f".{name}", __package__) for name in modules]
     except ImportError as exc:
         module = (exc.name or "").split(".")[0] or None
         channel.send("error", kind="missing", module=module,
                      message=f"The Python package '{module or exc}' cannot be imported ({exc}).")
-        return EXIT_MISSING
-
+        return None
     global _defer_signal
     _defer_signal = getattr(outputs, "defer_signal", None)
+    return loaded
+
+
+def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Event] = None) -> int:
+    """Import the engine, map the scene, report; returns the exit status."""
+    loaded = import_engine(channel, "predict")
+    if loaded is None:
+        return EXIT_MISSING
+    tf, predict = loaded
     options = predict.PredictOptions(**params["options"])
     predict.validate_options(options)
     device = predict.select_device(options.device).strip("/").split(":")[0]
@@ -207,6 +227,7 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
         result = predict.predict_scene(
             params["input"], params["hse"], params["lcz"], confidence_path=params.get("confidence"),
             stats_path=params.get("stats"), model_path=params.get("model"), options=options,
+            umep_path=params.get("umep"), w2w_path=params.get("w2w"), majority=int(params.get("majority") or 0),
             progress=lambda percent: channel.send("progress", percent=round(float(percent), 2)),
             is_cancelled=(stopped.is_set if stopped is not None else None),
             log=lambda text: channel.send("log", message=str(text)),
@@ -219,19 +240,19 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
         "result", hse=result.hse_path, lcz=result.lcz_path, confidence=result.confidence_path,
         stats_path=result.stats_path, stats=stats, tiles=tiles,
         seconds=round(result.seconds, 3), area_km2=sum(float(r.get("area_km2") or 0.0) for r in stats),
-        device=device, warped=bool(result.warped),
+        device=device, warped=bool(result.warped), umep=result.exports.get("umep"), w2w=result.exports.get("w2w"),
+        majority=result.exports.get("majority", 0), majority_changed=result.exports.get("changed_cells", 0),
     )
     return EXIT_OK
 
 
-def main(argv: Optional[Sequence[str]] = None, channel: Optional[Channel] = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    channel = channel or Channel()
-    args = build_parser().parse_args(argv)
-    stopped = _install_stop_handlers(args.watch_stdin)
+def serve(job: Callable[[threading.Event], int], channel: Channel, watch_stdin: bool = False) -> int:
+    """Run `job(stopped)` with the stop handlers installed and report how it ended on `channel`; returns the exit
+    status (the job's own, or EXIT_CANCELLED / EXIT_USER / EXIT_INTERNAL)."""
+    stopped = _install_stop_handlers(watch_stdin)
     start = time.perf_counter()
     try:
-        return run(read_params(args), channel, stopped)
+        return job(stopped)
     except KeyboardInterrupt as exc:       # Stopped, Ctrl-C, or the engine's own Interrupted
         message = str(exc) if type(exc) is not Stopped and str(exc) else "Cancelled; no output was written."
         channel.send("error", kind="cancelled", message=message)
@@ -241,16 +262,31 @@ def main(argv: Optional[Sequence[str]] = None, channel: Optional[Channel] = None
         kind = "cancelled" if type(exc).__name__ == "Cancelled" else "user"
         channel.send("error", kind=kind, message=str(exc))
         return EXIT_CANCELLED if kind == "cancelled" else EXIT_USER
-    except Exception as exc:  # a bug: the parent shows the message and keeps the traceback for the log
+    except Exception as exc:
+        if stopped.is_set():   # the stop surfaced from library code in another guise (TensorFlow re-raises)
+            channel.send("error", kind="cancelled", message="Cancelled; no output was written.")
+            return EXIT_CANCELLED
+        # A bug: the parent shows the message and keeps the traceback for the log.
         channel.send("error", kind="internal", message=f"{type(exc).__name__}: {exc}",
                      detail=traceback.format_exc(), seconds=round(time.perf_counter() - start, 3))
         return EXIT_INTERNAL
 
 
-if __name__ == "__main__":
-    status = main()
+def exit_now(status: int) -> None:
+    """Leave the process with `status`, skipping the interpreter's teardown: with TensorFlow loaded it takes
+    seconds, which a cancelled run in QGIS would wait for. Everything the run wrote is closed and renamed (or
+    removed) by now."""
     sys.stdout.flush()
     sys.stderr.flush()
-    # Skip the interpreter's teardown: with TensorFlow loaded it takes seconds, which a cancelled run in
-    # QGIS would wait for. Everything the run wrote is closed and renamed (or removed) by now.
     os._exit(status)
+
+
+def main(argv: Optional[Sequence[str]] = None, channel: Optional[Channel] = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    channel = channel or Channel()
+    args = build_parser().parse_args(argv)
+    return serve(lambda stopped: run(read_params(args), channel, stopped), channel, args.watch_stdin)
+
+
+if __name__ == "__main__":
+    exit_now(main())

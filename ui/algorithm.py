@@ -1,14 +1,15 @@
 """Processing algorithm urbanmtl:map_hse_lcz: a QGIS front end that runs the engine in a child process.
 
 TensorFlow never enters the QGIS process (see ui/engine.py for why): the parameters go to
-`python -m core.worker` in a Python that has TensorFlow, and its JSON lines come back as progress, log
-messages and the result. This module imports only numpy-level engine modules (bands, LCZ names, errors).
+`python -m core.worker` in a Python that has TensorFlow (ui.run_engine), and its JSON lines come back as
+progress, log messages and the result. This module holds the algorithm's parameters and what it does with
+them; its help text is ui.help, the input layer's bands and file ui.layers. It imports only light engine
+modules (core.spec, the contract; core.bands), never TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Optional
 
 from qgis.core import (
@@ -26,128 +27,26 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsRasterLayer,
-    QgsSettings,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.bands import MODEL_BANDS, normalize_band_name
-from . import engine, styles
+from ..core import spec
+from ..core.spec import MODEL_BANDS
+from . import styles
+from .help import README_PATH, help_html
+from .layers import band_mismatches, band_names, layer_band_descriptions, layer_file  # noqa: F401 - re-exported
+from .run_engine import run_engine, tr, user_text  # noqa: F401 - re-exported (ui.train_algorithm, tests)
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icons", "urbanmtl.svg")
-README_PATH = os.path.join(str(engine.PLUGIN_DIR), "README.md")
 
 #: DEVICE enum index -> PredictOptions.device (QGIS 3.22 enums pass the index, not the text).
-DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
+DEVICES: tuple[str, ...] = spec.DEVICES
+#: MAJORITY enum index -> majority filter size (0 = off).
+MAJORITY_SIZES: tuple[int, ...] = spec.MAJORITY_SIZES
 
 #: File endings the engine's GeoTIFF writer is honest about.
-RASTER_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff")
-
-_KM2 = re.compile(r"\bkm2\b")
-
-
-def tr(text: str) -> str:
-    return QCoreApplication.translate("MapHseLczAlgorithm", text)
-
-
-def user_text(message: str) -> str:
-    """An engine message as the log shows it (square kilometres written km²)."""
-    return _KM2.sub("km²", message)
-
-
-def band_names(selected: list[int], descriptions: list[Optional[str]]) -> list[str]:
-    """One band name per band of the input (file order) from the band numbers chosen in BANDS.
-
-    `selected`: 1-based band numbers, the i-th of which is MODEL_BANDS[i]; `descriptions`: the input's band
-    descriptions (None where a band has none), which also gives the band count. Bands not chosen are named
-    "B1": the engine looks up only MODEL_BANDS among the names, so any valid name outside them serves.
-    Raises QgsProcessingException when the choice is not ten distinct bands of this raster.
-    """
-    count = len(descriptions)
-    order = ", ".join(MODEL_BANDS)
-    if len(selected) != len(MODEL_BANDS):
-        raise QgsProcessingException(tr(
-            "Bands: {chosen} band(s) were chosen, but the model needs exactly {needed}, in the order {order}. "
-            "Choose ten bands, or none to detect them from band names or count."
-        ).format(chosen=len(selected), needed=len(MODEL_BANDS), order=order))
-    if len(set(selected)) != len(selected):
-        raise QgsProcessingException(tr(
-            "Bands: band(s) {twice} were chosen twice. Choose ten different bands, in the order {order}."
-        ).format(twice=sorted({b for b in selected if selected.count(b) > 1}), order=order))
-    outside = [b for b in selected if not 1 <= b <= count]
-    if outside:
-        raise QgsProcessingException(tr(
-            "Bands: band number(s) {outside} do not exist; the input has {count} band(s)."
-        ).format(outside=outside, count=count))
-    names = ["B1"] * count
-    for model_band, number in zip(MODEL_BANDS, selected):
-        names[number - 1] = model_band
-    return names
-
-
-def band_mismatches(selected: list[int], descriptions: list[Optional[str]]) -> list[str]:
-    """Human-readable conflicts between the BANDS choice and the file's own band names (empty if none).
-
-    E.g. ["band 13 is named B8A in the file but was chosen as B12"]: a sign of a wrong order.
-    """
-    conflicts = []
-    for model_band, number in zip(MODEL_BANDS, selected):
-        named = normalize_band_name(descriptions[number - 1]) if 1 <= number <= len(descriptions) else None
-        if named is not None and named != model_band:
-            conflicts.append(tr("band {number} is named {named} in the file but was chosen as {band}").format(
-                number=number, named=named, band=model_band))
-    return conflicts
-
-
-def layer_band_descriptions(layer: QgsRasterLayer) -> list[Optional[str]]:
-    """The description of every band of `layer` (None where the file gives none), from GDAL via QGIS."""
-    provider = layer.dataProvider()
-    descriptions: list[Optional[str]] = []
-    for band in range(1, layer.bandCount() + 1):
-        # generateBandName gives "Band 09: B8A" with a description and "Band 09" without one.
-        name = provider.generateBandName(band)
-        descriptions.append(name.split(": ", 1)[1] if ": " in name else None)
-    return descriptions
-
-
-def layer_file(layer: QgsRasterLayer) -> str:
-    """The path or GDAL dataset name the engine should open for `layer`.
-
-    QGIS appends options such as "|layername=..." to some sources; GDAL dataset names (e.g.
-    SENTINEL2_L1C:...:10m:EPSG_32633) are kept whole.
-    """
-    if layer.providerType() != "gdal":
-        raise QgsProcessingException(tr(
-            "The input layer '{name}' comes from the '{provider}' provider; urbanmtl reads image files through "
-            "GDAL. Save it as a GeoTIFF (Raster > Conversion > Translate) and use that."
-        ).format(name=layer.name(), provider=layer.providerType()))
-    return layer.source().split("|", 1)[0]
-
-
-def help_html() -> str:
-    """The help panel of the dialog: short paragraphs for a map user, one line each so that they wrap."""
-    readme = QUrl.fromLocalFile(README_PATH).toString()
-    paragraphs = [
-        tr("Maps two layers from one Sentinel-2 image. <b>HSE density</b> is the built-up fraction of each 20 m "
-           "pixel: 0 where there are no buildings or paved surfaces (drawn transparent), 1 where the pixel is "
-           "fully built-up. <b>Local climate zones (LCZ)</b> give each 100 m cell one of 17 classes: LCZ 1&ndash;10 "
-           "are built types (compact high-rise to heavy industry), A&ndash;G are land cover (trees, low plants, "
-           "bare soil, water). The optional <b>LCZ confidence</b> is the probability of the class shown, and the "
-           "optional statistics table gives the area (km&sup2;) and mean HSE of every class."),
-        tr("<b>Input</b>: a Sentinel-2 Level-1C or Level-2A image, e.g. a GeoTIFF, VRT or .SAFE product, whose "
-           "bands are named (B2, B3, &hellip;) or in the standard 13-band (L1C) or 12-band (L2A) order. Set an "
-           "<b>extent</b> to map only part of it. Reflectance is (DN + offset) / 10000; images acquired from "
-           "25 January 2022 on need an offset of &minus;1000, which a .SAFE product carries: for a GeoTIFF "
-           "export, set <b>DN offset</b> to &minus;1000 under Advanced parameters."),
-        tr("<b>Model</b>: the multitask network of Qiu et al. (IEEE GRSL 19, 2022, 1000705); the bundled model "
-           "learned from pseudo-labels of another network, so check the maps against what you know."),
-        tr("The network runs in a separate Python program that has TensorFlow; if it is missing, the algorithm "
-           "says exactly what to install. Tile size, device and the Python interpreter are under Advanced "
-           "parameters. More: see README.md in the plugin folder (<a href=\"{url}\">{path}</a>).").format(
-            url=readme, path=README_PATH),
-    ]
-    return "".join(f"<p>{p}</p>" for p in paragraphs)
+RASTER_EXTENSIONS: tuple[str, ...] = spec.RASTER_SUFFIXES
 
 
 class MapHseLczAlgorithm(QgsProcessingAlgorithm):
@@ -168,6 +67,9 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_LCZ = "OUTPUT_LCZ"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
     OUTPUT_STATS = "OUTPUT_STATS"
+    OUTPUT_LCZ_UMEP = "OUTPUT_LCZ_UMEP"
+    OUTPUT_LCZ_W2W = "OUTPUT_LCZ_W2W"
+    MAJORITY = "MAJORITY"
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("MapHseLczAlgorithm", text)
@@ -217,23 +119,30 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterFile(
                 self.MODEL, tr("Model (.keras; empty = the bundled model)"), QgsProcessingParameterFile.File,
                 extension="", optional=True, fileFilter=tr("Keras models (*.keras)")),
-            # 16 = core.tiling.MIN_TILE_SIZE, written out because importing core.tiling loads TensorFlow.
+            # Empty = the model's own tiling (its training window: 64 px tiles, overlap 16 for the bundled model).
             QgsProcessingParameterNumber(
-                self.TILE_SIZE, tr("Tile size (10 m pixels, multiple of 8)"), QgsProcessingParameterNumber.Integer,
-                256, minValue=16, maxValue=4096),
+                self.TILE_SIZE, tr("Tile size ({gsd} m pixels, multiple of {multiple}; empty = the model's training "
+                                   "window)").format(gsd=spec.INPUT_GSD_M, multiple=spec.SIZE_MULTIPLE),
+                QgsProcessingParameterNumber.Integer, None, optional=True, minValue=spec.MIN_TILE_SIZE,
+                maxValue=4096),
             QgsProcessingParameterNumber(
-                self.OVERLAP, tr("Tile overlap (10 m pixels on each side)"), QgsProcessingParameterNumber.Integer,
-                32, minValue=0, maxValue=1024),
+                self.OVERLAP, tr("Tile overlap (10 m pixels on each side; empty = a quarter of the tile)"),
+                QgsProcessingParameterNumber.Integer, None, optional=True, minValue=0, maxValue=1024),
             QgsProcessingParameterEnum(
                 self.DEVICE, tr("Compute on"),
                 [tr("Automatic (GPU if TensorFlow sees one, else CPU)"), tr("CPU"), tr("GPU")], defaultValue=0),
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, tr("Tiles per batch"), QgsProcessingParameterNumber.Integer, 4, minValue=1,
+                self.BATCH_SIZE, tr("Tiles per batch"), QgsProcessingParameterNumber.Integer,
+                spec.DEFAULT_BATCH_SIZE, minValue=1,
                 maxValue=256),
             QgsProcessingParameterNumber(
                 self.OFFSET, tr("DN offset to use instead of the product metadata's (e.g. -1000)"),
-                QgsProcessingParameterNumber.Double, None, optional=True, minValue=-10000, maxValue=10000),
+                QgsProcessingParameterNumber.Double, None, optional=True, minValue=-spec.DN_SCALE,
+                maxValue=spec.DN_SCALE),
             QgsProcessingParameterBoolean(self.COG, tr("Write Cloud Optimized GeoTIFFs"), False),
+            QgsProcessingParameterEnum(
+                self.MAJORITY, tr("Majority filter of the LCZ map (also applied to its exports)"),
+                [tr("Off"), tr("3x3 cells"), tr("5x5 cells")], defaultValue=0),
             QgsProcessingParameterFile(
                 self.PYTHON,
                 tr("Python interpreter with TensorFlow (empty = automatic; a choice is remembered)"),
@@ -254,6 +163,10 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_STATS, tr("Area statistics per LCZ class (CSV)"), tr("CSV files (*.csv)"), optional=True,
             createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_LCZ_UMEP, tr("LCZ in UMEP codes (1-10, 101-107)"), optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_LCZ_W2W, tr("LCZ for WRF w2w (EPSG:4326)"), optional=True, createByDefault=False))
 
     def processAlgorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -283,14 +196,19 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         lcz_path = self._raster_output(parameters, self.OUTPUT_LCZ, context)
         confidence_path = self._raster_output(parameters, self.OUTPUT_CONFIDENCE, context) or None
         stats_path = self.parameterAsFileOutput(parameters, self.OUTPUT_STATS, context) or None
+        umep_path = self._raster_output(parameters, self.OUTPUT_LCZ_UMEP, context) or None
+        w2w_path = self._raster_output(parameters, self.OUTPUT_LCZ_W2W, context) or None
 
         params = {
             "input": source, "hse": hse_path, "lcz": lcz_path, "confidence": confidence_path,
-            "stats": stats_path, "model": model,
+            "stats": stats_path, "model": model, "umep": umep_path, "w2w": w2w_path,
+            "majority": MAJORITY_SIZES[self.parameterAsEnum(parameters, self.MAJORITY, context)],
             "options": {
                 "bands": bands, "extent": extent, "extent_crs": extent_crs,
-                "tile_size": self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                "overlap": self.parameterAsInt(parameters, self.OVERLAP, context),
+                "tile_size": None if parameters.get(self.TILE_SIZE) in (None, "")
+                else self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                "overlap": None if parameters.get(self.OVERLAP) in (None, "")
+                else self.parameterAsInt(parameters, self.OVERLAP, context),
                 "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                 "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                 # The Processing dialog has already asked before replacing a file the user chose.
@@ -301,7 +219,7 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
             },
         }
         feedback.pushInfo(self.tr("Input: {source}").format(source=source))
-        result = self._run_engine(params, self.parameterAsFile(parameters, self.PYTHON, context), feedback)
+        result = run_engine(params, self.parameterAsFile(parameters, self.PYTHON, context), feedback)
 
         # Layer names in the project, after the input layer's.
         names = {styles.HSE: self.tr("HSE density - {name}"), styles.LCZ: self.tr("LCZ - {name}"),
@@ -309,75 +227,22 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         names = {kind: text.format(name=layer.name()) for kind, text in names.items()}
         self._style_outputs(context, feedback, [
             (hse_path, styles.HSE), (lcz_path, styles.LCZ), (confidence_path, styles.CONFIDENCE)], names)
+        # The exports carry their own colour table and class names (core.export); they only get a layer name.
+        for path, text in ((umep_path, self.tr("LCZ (UMEP codes) - {name}")),
+                           (w2w_path, self.tr("LCZ for w2w - {name}"))):
+            if path and context.willLoadLayerOnCompletion(path):
+                details = context.layerToLoadOnCompletionDetails(path)
+                details.name = text.format(name=layer.name())
+                details.forceName = True
         self._report(source, result, feedback)
         return {
             self.OUTPUT_HSE: hse_path,
             self.OUTPUT_LCZ: lcz_path,
             self.OUTPUT_CONFIDENCE: confidence_path,
             self.OUTPUT_STATS: stats_path,
+            self.OUTPUT_LCZ_UMEP: umep_path,
+            self.OUTPUT_LCZ_W2W: w2w_path,
         }
-
-    def _run_engine(self, params: dict[str, Any], explicit_python: str,
-                    feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        """Run core.worker in a child process; its messages go to `feedback`. Returns its result event."""
-        settings = QgsSettings()
-        try:
-            interpreter = engine.find_python(explicit_python or None, settings.value(engine.SETTINGS_KEY, "", str))
-            env = engine.child_environment()
-            info = engine.check_interpreter(interpreter, env)
-        except engine.EngineError as exc:
-            raise QgsProcessingException(str(exc)) from None
-        if explicit_python:
-            settings.setValue(engine.SETTINGS_KEY, interpreter.path)
-        feedback.pushInfo(self.tr("Engine: {python} ({source})").format(
-            python=interpreter.path, source=interpreter.source))
-
-        run = engine.EngineRun(interpreter, params, env, feedback.isCanceled)
-        result: Optional[dict[str, Any]] = None
-        error: Optional[dict[str, Any]] = None
-        try:
-            run.start()
-            for event in run.events():
-                kind = event.get("event")
-                if kind == "progress":
-                    feedback.setProgress(float(event.get("percent", 0.0)))
-                elif kind == "log":
-                    feedback.pushInfo(user_text(str(event.get("message", ""))))
-                elif kind == "ready":
-                    feedback.pushInfo(self.tr("TensorFlow {version} on {device}").format(
-                        version=event.get("tensorflow", "?"), device=event.get("device", "?")))
-                elif kind == "result":
-                    result = event
-                elif kind == "error":
-                    error = event
-                else:
-                    feedback.pushDebugInfo(str(event.get("message", event)))
-        except engine.EngineCancelled as exc:
-            raise QgsProcessingException(str(exc)) from None
-        except engine.EngineError as exc:
-            raise QgsProcessingException(str(exc)) from None
-        finally:
-            # Whatever ended the loop early, no child outlives the run and no temporary file stays behind.
-            if run.process is not None and run.process.poll() is None:
-                run.stop()
-
-        if error is not None:
-            if error.get("kind") == "missing":
-                module = error.get("module")
-                raise QgsProcessingException(engine.missing_message(interpreter, [module] if module else [], info))
-            if error.get("kind") == "internal" and error.get("detail"):
-                feedback.pushDebugInfo(str(error["detail"]))
-            run.stop()
-            raise QgsProcessingException(user_text(str(error.get("message", ""))))
-        if result is None:
-            run.stop()
-            tail = "\n".join(run.stderr_tail)
-            if tail:
-                feedback.pushDebugInfo(tail)
-            raise QgsProcessingException(self.tr(
-                "The urbanmtl engine ({python}) stopped without a result (exit status {code}). Its last output:\n"
-                "{tail}").format(python=interpreter.path, code=run.returncode, tail=tail[-2000:] or "-"))
-        return result
 
     def _raster_output(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The destination path of raster output `name` ('' when an optional one is skipped); GeoTIFF only."""

@@ -1,4 +1,4 @@
-"""Processing provider 'urbanmtl': registers the mapping algorithm with QGIS Processing."""
+"""Processing provider 'urbanmtl': registers the mapping and the training algorithm with QGIS Processing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithm import ICON_PATH, MapHseLczAlgorithm
+from .train_algorithm import TrainFromPolygonsAlgorithm
 
 
 def plugin_version() -> str:
@@ -26,7 +27,7 @@ def plugin_version() -> str:
 
 
 class UrbanMTLProvider(QgsProcessingProvider):
-    """Provider id 'urbanmtl' with one algorithm, urbanmtl:map_hse_lcz."""
+    """Provider id 'urbanmtl' with two algorithms, urbanmtl:map_hse_lcz and urbanmtl:train_from_polygons."""
 
     def id(self) -> str:
         return "urbanmtl"
@@ -52,6 +53,7 @@ class UrbanMTLProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:
         self.addAlgorithm(MapHseLczAlgorithm())
+        self.addAlgorithm(TrainFromPolygonsAlgorithm())
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:
         # The engine writes GeoTIFF only; offering other formats in the dialog would mislabel the files.

@@ -10,15 +10,16 @@ Usage::
         y["hse"]    # (B, 64, 64, 1) float32 0..1 at 20 m, NaN = no reference
         y["lcz"]    # (B, 128, 128, 17) float32 probabilities at 10 m, all-zero row = no reference
 
-Formats: see `core.data.patches` (authors, so2sat, eurosat), `core.data.scene` (the manifest schema) and
-`core.data.formats` (detection, the shared data folder).
+Formats: see `core.data.patches` (authors, so2sat, eurosat), `core.data.manifest` (the scene manifest schema),
+`core.data.scene` (scene sampling) and `core.data.formats` (detection, the shared data folder).
 """
 
 from .base import Dataset, check_patch_size
 from .batches import iterate_batches, steps_per_epoch, tf_dataset
 from .formats import FORMATS, detect_format, open_datasets, split_spec
+from .manifest import MANIFEST_KEYS, SceneSpec, load_manifest
 from .patches import AuthorsDataset, EuroSATDataset, PatchDataset, So2SatDataset
-from .scene import MANIFEST_KEYS, SceneDataset, SceneSpec, load_manifest
+from .scene import SceneDataset
 
 __all__ = [
     "Dataset",

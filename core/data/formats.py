@@ -10,8 +10,9 @@ import h5py
 
 from ..errors import UrbanMTLError
 from .base import Dataset, check_patch_size
+from .manifest import SceneSpec, load_manifest, parse_manifest_text
 from .patches import PATCH_FORMATS
-from .scene import SceneDataset, SceneSpec, load_manifest, parse_manifest_text
+from .scene import SceneDataset
 
 #: Formats `open_datasets` understands, with what identifies each (also the text of the "unknown" error).
 FORMATS: dict[str, str] = {

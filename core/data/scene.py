@@ -1,330 +1,56 @@
-"""Scene datasets: a Sentinel-2 raster plus HSE/LCZ references on any grid, described by a YAML/JSON manifest.
+"""Scene datasets: a Sentinel-2 raster plus HSE/LCZ references on any grid, described by a manifest.
 
-Manifest schema (YAML or JSON mapping; relative paths are relative to the manifest's folder)::
-
-    name: berlin_2017            # optional; default: the manifest's file name without suffix
-    image: S2_T33UUU.tif         # required: any GDAL raster (GeoTIFF, VRT, ...) holding the Sentinel-2 bands
-    bands: [B1, B2, ..., B12]    # optional: the name of every band in file order
-    layout: L1C                  # optional: L1C, L2A, EUROSAT or MODEL (see core.bands.LAYOUTS)
-    offset: 0                    # optional DN offset: reflectance = (DN + offset) / scale; -1000 for
-                                 #   processing baseline >= 04.00; default: from the file's metadata, else 0
-    scale: 10000                 # optional; use 1 for a raster that already holds reflectance
-    nodata: 0                    # optional image nodata value; default: the raster's own nodata
-    hse: hrl_imperviousness.tif  # optional HSE raster on any grid/CRS: fraction 0..1 or percent 0..100
-    hse_scale: 0.01              # optional factor to 0..1; default: 0.01 for integer rasters, and for float
-                                 #   rasters whose values exceed 1, else 1. Fractions such as 1/254 are allowed.
-    hse_nodata: [254, 255]       # optional extra nodata codes (the raster's nodata always counts); values
-                                 #   outside 0..1 after scaling never count as a reference
-    hse_band: 1                  # optional band of the HSE raster (1-based)
-    lcz: wudapt_lcz.tif          # optional LCZ raster: codes 1..17 or 1..10/101..107 (0 = none), or a
-                                 #   17-band probability raster (band k = LCZ k)
-    lcz_kind: codes              # optional: codes or probabilities; default from the band count (1 or 17)
-    lcz_band: 1                  # optional band of a codes raster (1-based)
-    lcz_scale: 1/255             # optional factor of a probability raster (rows are renormalised anyway)
-    lcz_resampling: bilinear     # optional for probability rasters: bilinear (default) or nearest
-    lcz_polygons: wudapt_ta.kml  # optional instead of lcz: KML/GPKG/GeoJSON training areas
-    lcz_attribute: LCZ           # required with lcz_polygons: attribute with codes 1..17, 101..107, A..G
-    lcz_layer: training_areas    # optional layer of a multi-layer file (default: every layer with lcz_attribute)
-
-At least one of hse, lcz and lcz_polygons is required. References are brought onto the image grid window by
+The manifest (YAML/JSON) and its keys: core.data.manifest. References are brought onto the image grid window by
 window: HSE averaged onto the 20 m grid aligned with the image, LCZ codes nearest onto the 10 m grid, probability
-rasters bilinear or nearest onto the 10 m grid, polygons burnt into the 10 m grid. Nothing is read whole.
+rasters bilinear or nearest onto the 10 m grid, polygons burnt into the 10 m grid (core.data.references).
+Nothing is read whole.
 
-Sampling: the usable scene (rows and columns rounded down to even numbers) is cut into square blocks of
-2 x patch_size pixels (a last strip narrower than patch_size joins its neighbour). Training windows are drawn at
-random even offsets entirely inside one block (blocks chosen in proportion to their area), redrawn when more
-than half the window is image nodata or it holds no reference. Evaluation tiles cover each block with windows
-of patch_size, the last one in a row or column aligned with the block's far edge.
+Sampling (core.data.windows): the usable scene is cut into square blocks of 2 x patch_size pixels. Training
+windows are drawn at random even offsets entirely inside one block (blocks chosen in proportion to their area),
+redrawn when more than half the window is image nodata or it holds no reference. Evaluation tiles cover each
+block with windows of patch_size, the last one in a row or column aligned with the block's far edge.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
-import re
 import threading
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import Resampling
-from rasterio.windows import Window
 
 from ..bands import LAYOUTS, MODEL_BANDS
-from ..raster import Scene, open_scene
 from ..errors import UrbanMTLError
 from ..lcz import NUM_CLASSES
-from .base import (
-    MAX_NODATA_SHARE,
-    Dataset,
-    apply_image_nodata,
-    check_val_fraction,
-    codes_to_onehot,
-    renormalize_rows,
-)
-from .references import (
-    PolygonReference,
-    RasterReference,
-    codes_prepare,
-    hse_prepare,
-    open_raster,
-    probabilities_prepare,
+from ..raster import Scene, open_scene
+from .base import Dataset, apply_image_nodata, check_val_fraction, codes_to_onehot, renormalize_rows
+from .manifest import MANIFEST_KEYS, SceneSpec, load_manifest, parse_manifest_text
+from .references import PolygonReference, RasterReference
+from .scene_references import ImageGrid, open_hse, open_lcz, open_polygons
+from .windows import (
+    Block,
+    block_edges,
+    draw_around,
+    draw_in_blocks,
+    evaluation_tiles,
+    polygon_centres,
+    tile_offsets,
+    usability,
 )
 
-#: Every key a manifest may hold, with what it means (shown when a manifest has an unknown key).
-MANIFEST_KEYS: dict[str, str] = {
-    "name": "dataset name",
-    "image": "Sentinel-2 raster (required)",
-    "bands": "band names of the image in file order",
-    "layout": f"band layout of the image ({', '.join(LAYOUTS)})",
-    "offset": "DN offset (reflectance = (DN + offset) / scale)",
-    "scale": "DN scale (default 10000)",
-    "nodata": "image nodata value",
-    "hse": "HSE reference raster",
-    "hse_scale": "factor from raster values to 0..1",
-    "hse_nodata": "extra HSE nodata codes",
-    "hse_band": "band of the HSE raster",
-    "lcz": "LCZ reference raster (codes or 17 probabilities)",
-    "lcz_kind": "codes or probabilities",
-    "lcz_band": "band of an LCZ codes raster",
-    "lcz_scale": "factor of an LCZ probability raster",
-    "lcz_resampling": "bilinear or nearest (probability rasters)",
-    "lcz_polygons": "LCZ training-area polygons (KML/GPKG/GeoJSON)",
-    "lcz_attribute": "polygon attribute holding the LCZ code",
-    "lcz_layer": "layer of the polygon file",
-}
+# SceneDataset, and the manifest and window names that lived here before they had modules of their own.
+__all__ = ["SceneDataset", "SceneSpec", "MANIFEST_KEYS", "load_manifest", "parse_manifest_text", "block_edges",
+           "tile_offsets", "Block", "MAX_DRAWS", "POLYGON_WINDOWS"]
 
 #: Attempts at a training window before the best one seen is kept (nodata-heavy scenes).
 MAX_DRAWS = 32
 #: Training windows per polygon and epoch when the LCZ reference is training-area polygons only.
 POLYGON_WINDOWS = 8
-
-
-@dataclass
-class SceneSpec:
-    """A parsed scene manifest (see the module docstring); paths are absolute."""
-
-    name: str
-    source: str
-    image: Path
-    bands: Optional[list[str]] = None
-    layout: Optional[str] = None
-    offset: Optional[float] = None
-    scale: Optional[float] = None       # None: the reader decides (10000, or 1 for reflectance rasters)
-    nodata: Optional[float] = None
-    hse: Optional[Path] = None
-    hse_scale: Optional[float] = None
-    hse_nodata: list[float] = field(default_factory=list)
-    hse_band: int = 1
-    lcz: Optional[Path] = None
-    lcz_kind: Optional[str] = None
-    lcz_band: int = 1
-    lcz_scale: float = 1.0
-    lcz_resampling: str = "bilinear"
-    lcz_polygons: Optional[Path] = None
-    lcz_attribute: Optional[str] = None
-    lcz_layer: Optional[str] = None
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any], base_dir: str | Path, source: str) -> "SceneSpec":
-        """Validate a manifest mapping; `source` names it in messages, `base_dir` anchors relative paths."""
-        if not isinstance(mapping, Mapping):
-            raise UrbanMTLError(
-                f"The scene manifest {source} must be a mapping of keys to values (e.g. 'image: s2.tif'), "
-                f"not {type(mapping).__name__}."
-            )
-        unknown = [k for k in mapping if k not in MANIFEST_KEYS]
-        if unknown:
-            raise UrbanMTLError(
-                f"The scene manifest {source} has unknown key(s) {', '.join(map(str, unknown))}. Valid keys: "
-                f"{', '.join(MANIFEST_KEYS)}."
-            )
-        if "image" not in mapping or not mapping["image"]:
-            raise UrbanMTLError(
-                f"The scene manifest {source} has no 'image' key. Add 'image: <Sentinel-2 raster>'."
-            )
-        base = Path(base_dir)
-        m = dict(mapping)
-        spec = cls(
-            name=str(m.get("name") or Path(source).stem),
-            source=source,
-            image=_path(m["image"], base, "image", source),
-            bands=_str_list(m.get("bands"), "bands", source),
-            layout=_optional_str(m.get("layout"), "layout", source),
-            offset=_number(m.get("offset"), "offset", source),
-            scale=_number(m.get("scale"), "scale", source),
-            nodata=_number(m.get("nodata"), "nodata", source),
-            hse=_path(m["hse"], base, "hse", source) if m.get("hse") else None,
-            hse_scale=_number(m.get("hse_scale"), "hse_scale", source),
-            hse_nodata=_number_list(m.get("hse_nodata"), "hse_nodata", source),
-            hse_band=_band(m.get("hse_band", 1), "hse_band", source),
-            lcz=_path(m["lcz"], base, "lcz", source) if m.get("lcz") else None,
-            lcz_kind=_choice(m.get("lcz_kind"), "lcz_kind", ("codes", "probabilities"), source),
-            lcz_band=_band(m.get("lcz_band", 1), "lcz_band", source),
-            lcz_scale=_number(m.get("lcz_scale", 1.0), "lcz_scale", source),
-            lcz_resampling=_choice(m.get("lcz_resampling", "bilinear"), "lcz_resampling",
-                                   ("bilinear", "nearest"), source),
-            lcz_polygons=(_path(m["lcz_polygons"], base, "lcz_polygons", source)
-                          if m.get("lcz_polygons") else None),
-            lcz_attribute=_optional_str(m.get("lcz_attribute"), "lcz_attribute", source),
-            lcz_layer=_optional_str(m.get("lcz_layer"), "lcz_layer", source),
-        )
-        if spec.scale is not None and spec.scale <= 0:
-            raise UrbanMTLError(f"scale in {source} must be a positive number (10000 for Sentinel-2 DN).")
-        if spec.hse is None and spec.lcz is None and spec.lcz_polygons is None:
-            raise UrbanMTLError(
-                f"The scene manifest {source} names no reference. Add 'hse:', 'lcz:' or 'lcz_polygons:'."
-            )
-        if spec.lcz is not None and spec.lcz_polygons is not None:
-            raise UrbanMTLError(
-                f"The scene manifest {source} has both 'lcz' and 'lcz_polygons'. Keep one LCZ reference."
-            )
-        if spec.lcz_polygons is not None and not spec.lcz_attribute:
-            raise UrbanMTLError(
-                f"The scene manifest {source} has 'lcz_polygons' but no 'lcz_attribute'. Name the polygon "
-                f"attribute that holds the LCZ codes (e.g. lcz_attribute: LCZ)."
-            )
-        return spec
-
-
-def load_manifest(path: str | Path) -> SceneSpec:
-    """Read and validate a scene manifest file (YAML or JSON); see the module docstring for the keys."""
-    path = Path(path)
-    mapping = parse_manifest_text(_read_text(path), str(path))
-    return SceneSpec.from_mapping(mapping, path.parent, str(path))
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UrbanMTLError(f"Cannot read the scene manifest '{path}' ({exc}). Give a YAML or JSON text file.") \
-            from None
-
-
-def parse_manifest_text(text: str, source: str) -> Any:
-    """The object in a YAML or JSON text (JSON first, since YAML may not read every JSON), or UrbanMTLError."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UrbanMTLError(f"Cannot parse the scene manifest '{source}': {exc}. Fix its YAML/JSON syntax.") \
-            from None
-
-
-# --- manifest value checks (each names the key and the manifest) ---
-
-
-def _path(value: Any, base: Path, key: str, source: str) -> Path:
-    if not isinstance(value, (str, Path)):
-        raise UrbanMTLError(f"'{key}' in {source} must be a file path, got {value!r}.")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = base / path
-    if not path.exists():
-        raise UrbanMTLError(
-            f"The {key} file '{path}' named in {source} does not exist. Fix the path (relative paths are "
-            f"relative to the manifest's folder)."
-        )
-    return path
-
-
-_FRACTION = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
-
-
-def _number(value: Any, key: str, source: str) -> Optional[float]:
-    """A number from a manifest value: int, float, or text such as "0.01" or "1/255"; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        match = _FRACTION.match(text)
-        if match and float(match.group(2)) != 0:
-            return float(match.group(1)) / float(match.group(2))
-        try:
-            return float(text)
-        except ValueError:
-            pass
-    raise UrbanMTLError(f"'{key}' in {source} must be a number (e.g. 0.01 or 1/255), got {value!r}.")
-
-
-def _number_list(value: Any, key: str, source: str) -> list[float]:
-    if value is None:
-        return []
-    values = value if isinstance(value, (list, tuple)) else [value]
-    return [v for v in (_number(x, key, source) for x in values) if v is not None]
-
-
-def _band(value: Any, key: str, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UrbanMTLError(f"'{key}' in {source} must be a band number 1, 2, ..., got {value!r}.")
-    return value
-
-
-def _optional_str(value: Any, key: str, source: str) -> Optional[str]:
-    if value is None:
-        return None
-    if not isinstance(value, (str, int)):
-        raise UrbanMTLError(f"'{key}' in {source} must be a text value, got {value!r}.")
-    return str(value)
-
-
-def _str_list(value: Any, key: str, source: str) -> Optional[list[str]]:
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)) or not value:
-        raise UrbanMTLError(f"'{key}' in {source} must be a list of band names, e.g. [B2, B3, B4, ...].")
-    return [str(v) for v in value]
-
-
-def _choice(value: Any, key: str, choices: Sequence[str], source: str) -> Optional[str]:
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise UrbanMTLError(f"'{key}' in {source} is {value!r}; choose one of: {', '.join(choices)}.")
-    return text
-
-
-def block_edges(size: int, block: int, patch: int, axis: str, source: str) -> list[tuple[int, int]]:
-    """[start, end) pixel ranges cutting `size` (rounded down to even) into blocks of `block` px.
-
-    A last range narrower than `patch` joins the one before it, so every block fits at least one patch and
-    every pixel belongs to a block. Raises UrbanMTLError when the scene is smaller than one patch.
-    """
-    usable = size - size % 2
-    if usable < patch:
-        raise UrbanMTLError(
-            f"The image of {source} has {size} {axis}, fewer than patch_size {patch}. Use a smaller patch_size "
-            f"(a multiple of 8) or a larger scene."
-        )
-    edges = [(s, min(s + block, usable)) for s in range(0, usable, block)]
-    if len(edges) > 1 and edges[-1][1] - edges[-1][0] < patch:
-        edges[-2:] = [(edges[-2][0], usable)]
-    return edges
-
-
-def tile_offsets(start: int, end: int, patch: int) -> list[int]:
-    """Window starts covering [start, end) with windows of `patch`; the last aligned with `end`."""
-    offsets = list(range(start, end - patch + 1, patch))
-    if offsets[-1] + patch < end:
-        offsets.append(end - patch)
-    return offsets
-
-
-Block = tuple[int, int, int, int]  # row0, row1, col0, col1 in 10 m image pixels
 
 
 class SceneDataset(Dataset):
@@ -387,76 +113,21 @@ class SceneDataset(Dataset):
             self._stack, self._scene = stack, scene
         return self._scene
 
+
     def _open_references(self, check: bool) -> None:
         """Open the reference readers; with `check` (first opening), verify overlap and that some reference
         is valid, settle the HSE scale and LCZ kind (stored in the spec, so split parts skip the checks) and
         read the polygons."""
         spec = self.spec
+        grid = ImageGrid(self.crs, self.transform, self.height, self.width, self.bounds)
         if spec.hse is not None:
-            ref = RasterReference(spec.hse, [spec.hse_band], Resampling.average, f"HSE reference of {spec.source}")
-            nodata = list(spec.hse_nodata) + ([ref.nodata] if ref.nodata is not None else [])
-            if check:
-                sample = ref.sample(self.crs, self.bounds)
-                if spec.hse_scale is None:
-                    spec.hse_scale = self._guess_hse_scale(ref, sample, nodata)
-                ref.prepare = hse_prepare(spec.hse_scale, nodata)
-                if not np.isfinite(ref.prepare(sample)).any():
-                    raise UrbanMTLError(
-                        f"The HSE reference '{spec.hse}' of {spec.source} is all nodata over the image (nodata "
-                        f"codes {sorted(set(nodata))}, valid range 0..1 after scale {spec.hse_scale:g}). Check "
-                        f"hse_scale / hse_nodata or give a reference with data over the scene."
-                    )
-            ref.prepare = hse_prepare(spec.hse_scale, nodata)
-            ref.attach(self.crs, self.transform, self.height, self.width)
-            self._hse_ref = ref
+            self._hse_ref = open_hse(spec, grid, check)
         if spec.lcz is not None:
-            with open_raster(spec.lcz, f"LCZ reference of {spec.source}") as probe:
-                count = probe.count
-            if spec.lcz_kind is None:
-                if count == 1:
-                    spec.lcz_kind = "codes"
-                elif count == NUM_CLASSES:
-                    spec.lcz_kind = "probabilities"
-                else:
-                    raise UrbanMTLError(
-                        f"The LCZ reference '{spec.lcz}' of {spec.source} has {count} bands: neither one band "
-                        f"of codes nor {NUM_CLASSES} probability bands. Set lcz_kind (codes with lcz_band, or "
-                        f"probabilities = bands 1..{NUM_CLASSES})."
-                    )
-            if spec.lcz_kind == "codes":
-                ref = RasterReference(spec.lcz, [spec.lcz_band], Resampling.nearest,
-                                      f"LCZ reference of {spec.source}")
-                ref.prepare = codes_prepare(ref.nodata)
-            else:
-                if count < NUM_CLASSES:
-                    raise UrbanMTLError(
-                        f"The LCZ probability raster '{spec.lcz}' of {spec.source} has {count} bands; "
-                        f"{NUM_CLASSES} are needed (band k = LCZ k). Give all {NUM_CLASSES} bands."
-                    )
-                resampling = Resampling.bilinear if spec.lcz_resampling == "bilinear" else Resampling.nearest
-                ref = RasterReference(spec.lcz, list(range(1, NUM_CLASSES + 1)), resampling,
-                                      f"LCZ reference of {spec.source}")
-                ref.prepare = probabilities_prepare(spec.lcz_scale, ref.nodata)
-            if check and not np.isfinite(ref.prepare(ref.sample(self.crs, self.bounds))).any():
-                raise UrbanMTLError(
-                    f"The LCZ reference '{spec.lcz}' of {spec.source} has no LCZ value over the image "
-                    f"(all 0/nodata). Give a reference with LCZ codes 1..17 (or 101..107) over the scene."
-                )
-            ref.attach(self.crs, self.transform, self.height, self.width)
-            self._lcz_ref = ref
+            self._lcz_ref = open_lcz(spec, grid, check)
         if spec.lcz_polygons is not None and check:
             # Polygons live in memory and are never modified: split parts share them.
-            self._lcz_polygons = PolygonReference(
-                spec.lcz_polygons, spec.lcz_attribute or "", spec.lcz_layer, self.crs, self.bounds)
+            self._lcz_polygons = open_polygons(spec, grid)
 
-    @staticmethod
-    def _guess_hse_scale(ref: RasterReference, sample: np.ndarray, nodata: Sequence[float]) -> float:
-        """0.01 (percent) for integer rasters or float rasters with valid values above 1; else 1 (fraction)."""
-        if np.issubdtype(ref.dtype, np.integer):
-            return 0.01
-        values = sample[np.isfinite(sample) & ~np.isin(sample, np.asarray(list(nodata), dtype=np.float64))]
-        values = values[(values >= 0) & (values <= 100)]
-        return 0.01 if values.size and float(values.max()) > 1.0 + 1e-6 else 1.0
 
     def close(self) -> None:
         for ref in (self._hse_ref, self._lcz_ref):
@@ -482,15 +153,8 @@ class SceneDataset(Dataset):
         if self._lcz_polygons is None or self._lcz_ref is not None:
             return None
         if getattr(self, "_centres", None) is None:
-            inverse = ~self.transform
-            centres = []
-            for _, _, (x0, y0, x1, y1) in self._lcz_polygons.shapes:
-                col, row = inverse * ((x0 + x1) / 2, (y0 + y1) / 2)
-                for b, (r0, r1, c0, c1) in enumerate(self.blocks):
-                    if r0 <= row < r1 and c0 <= col < c1:
-                        centres.append((row, col, b))
-                        break
-            self._centres = centres
+            self._centres = polygon_centres([s[2] for s in self._lcz_polygons.shapes], self.transform,
+                                            self.blocks)
         return self._centres or None
 
     def area_px(self) -> int:
@@ -499,11 +163,7 @@ class SceneDataset(Dataset):
 
     def tiles(self) -> list[tuple[int, int]]:
         """(row, col) of the upper-left pixel of every evaluation tile, in evaluation order."""
-        p = self.patch_size
-        out: list[tuple[int, int]] = []
-        for r0, r1, c0, c1 in self.blocks:
-            out.extend((r, c) for r in tile_offsets(r0, r1, p) for c in tile_offsets(c0, c1, p))
-        return out
+        return evaluation_tiles(self.blocks, self.patch_size)
 
     def num_eval_samples(self) -> int:
         return len(self.tiles())
@@ -512,28 +172,10 @@ class SceneDataset(Dataset):
         """`count` random training windows: a block in proportion to its area, then even offsets inside it.
         With training polygons only, a window around a random polygon's centre (shifted at random by up to a
         quarter window), kept inside the polygon's block."""
-        p = self.patch_size
         centres = self._polygon_centres()
         if centres is not None:
-            windows = []
-            for k in rng.integers(0, len(centres), size=count):
-                row, col, b = centres[int(k)]
-                r0, r1, c0, c1 = self.blocks[b]
-                shift = rng.integers(-p // 4, p // 4 + 1, size=2)
-                r = int(min(max(row - p / 2 + shift[0], r0), r1 - p)) // 2 * 2
-                c = int(min(max(col - p / 2 + shift[1], c0), c1 - p)) // 2 * 2
-                windows.append((max(r, r0 + r0 % 2), max(c, c0 + c0 % 2)))
-            return windows
-        areas = np.array([(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in self.blocks], dtype=np.float64)
-        chosen = rng.choice(len(self.blocks), size=count, p=areas / areas.sum())
-        windows = []
-        for b in chosen:
-            r0, r1, c0, c1 = self.blocks[int(b)]
-            # Even offsets keep the 20 m HSE grid of the window on the 20 m grid of the scene.
-            r = r0 + 2 * int(rng.integers(0, (r1 - r0 - p) // 2 + 1))
-            c = c0 + 2 * int(rng.integers(0, (c1 - c0 - p) // 2 + 1))
-            windows.append((r, c))
-        return windows
+            return draw_around(centres, self.blocks, self.patch_size, rng, count)
+        return draw_in_blocks(self.blocks, self.patch_size, rng, count)
 
     def _plan(self, training: bool, rng: Optional[np.random.Generator]) -> list[tuple[int, int]]:
         if training:
@@ -576,16 +218,7 @@ class SceneDataset(Dataset):
     def _usability(self, sample: tuple[np.ndarray, ...]) -> tuple[int, float]:
         """(1 if usable else 0, share of valid pixels with a reference): usable = at most half nodata and
         some reference on a valid pixel."""
-        _, hse, lcz, nodata = sample
-        valid = ~nodata
-        with_ref = np.zeros(nodata.shape, dtype=bool)
-        if self.has_lcz:
-            with_ref |= lcz.sum(axis=-1) > 0
-        if self.has_hse:
-            with_ref |= np.repeat(np.repeat(np.isfinite(hse[..., 0]), 2, axis=0), 2, axis=1)
-        share = float((with_ref & valid).mean())
-        usable = nodata.mean() <= MAX_NODATA_SHARE and share > 0
-        return int(usable), share
+        return usability(sample, self.has_hse, self.has_lcz)
 
     def _read_window(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One window at (row, col): image (P,P,10), hse (P/2,P/2,1), lcz (P,P,17), image nodata (P,P)."""

@@ -19,7 +19,7 @@ from core.accuracy import polygon_confusions, score, scoring_cells
 from core.errors import UrbanMTLError
 from core.export import export_lcz, majority_filter
 from core.lcz import to_umep_codes
-from core.training_areas import TrainingArea, check_inside, oversample, read_training_areas, split_areas
+from core.training_areas import TrainingArea, check_inside, read_training_areas, split_areas
 from tests import fakedata
 
 UTM = "EPSG:32633"
@@ -63,7 +63,7 @@ def test_unknown_codes_missing_field_and_no_polygons_are_one_clear_error_each(tm
     bad = fakedata.make_polygons(tmp_path, boxes=_boxes(4), values=["2", "X", "0", "108"], driver="GPKG")
     with pytest.raises(UrbanMTLError, match=r"3 polygon\(s\).*'X', '0', '108'.*101-107"):
         read_training_areas(bad, "lcz", UTM)
-    with pytest.raises(UrbanMTLError, match=r"no field 'class'\. Its fields: lcz\. Pass"):
+    with pytest.raises(UrbanMTLError, match=r"no field 'class'\. Its fields: lcz\. Choose"):
         read_training_areas(bad, "class", UTM)
     empty = tmp_path / "empty.gpkg"
     with fiona.open(empty, "w", driver="GPKG", crs_wkt=CRS.from_epsg(4326).to_wkt(),
@@ -105,13 +105,6 @@ def test_split_keeps_polygons_whole_and_stratifies_by_class():
     assert [a.index for a in again[1]] == [a.index for a in test]
     draws = {tuple(a.index for a in split_areas(areas, 0.3, seed=s)[1]) for s in range(6)}
     assert len(draws) > 1                        # the seed matters
-
-
-def test_rarer_classes_are_repeated_for_the_training_windows():
-    areas = [_area(14, i) for i in range(9)] + [_area(8, 9), _area(17, 10), _area(17, 11)]
-    repeated = oversample(areas)
-    counts = {code: sum(a.code == code for a in repeated) for code in (14, 8, 17)}
-    assert counts == {14: 9, 8: 3, 17: 4}        # round(sqrt(9 / n)) copies of each polygon of a class of n
 
 
 def test_a_class_with_one_polygon_and_a_bad_share_are_errors():
@@ -210,6 +203,10 @@ def test_export_writes_umep_codes_a_w2w_copy_in_epsg4326_and_filters_in_place(tm
         export_lcz(lcz, majority=4)
     with pytest.raises(UrbanMTLError, match="would replace the LCZ map"):
         export_lcz(lcz, umep_path=lcz)
+    with pytest.raises(UrbanMTLError, match="exists already"):
+        export_lcz(lcz, w2w_path=tmp_path / "w2w.tif", overwrite=False)
+    with pytest.raises(UrbanMTLError, match="same name"):
+        export_lcz(lcz, umep_path=tmp_path / "x.tif", w2w_path=tmp_path / "x.tif")
 
 
 # --- end to end -------------------------------------------------------------------------------------------------

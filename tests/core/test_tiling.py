@@ -132,3 +132,34 @@ def test_unknown_scheme_and_batch_size():
         batched([Tile(0, 0, 16, 16)], 0)
     groups = batched([Tile(0, 8 * i, 16, 16) for i in range(5)], 2)
     assert [len(g) for g in groups] == [2, 2, 1]
+
+
+# --- the model's own tiling ---
+
+
+def test_model_tiling_follows_the_training_window_of_the_card():
+    from core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, model_tiling
+
+    assert model_tiling({"training": {"config": {"patch_size": 64}}}) == (64, 16)
+    assert model_tiling({"training": {"config": {"patch_size": 128}}}) == (128, 32)
+    assert model_tiling({"training": {"config": {"patch_size": 40}}}) == (40, 8)      # 10 -> 8, a multiple of 8
+    assert model_tiling({"tiling": {"tile_size": 96, "overlap": 24},
+                         "training": {"config": {"patch_size": 64}}}) == (96, 24)   # an explicit entry wins
+    for card in ({}, {"training": {}}, {"training": {"config": {"patch_size": 12}}}, None):
+        assert model_tiling(card) == (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP)
+
+
+def test_the_bundled_model_maps_in_its_64_px_training_window():
+    import json
+
+    from core.model import DEFAULT_MODEL_PATH, card_path_for
+    from core.predict import PredictOptions, resolve_tiling
+
+    card = json.loads(card_path_for(DEFAULT_MODEL_PATH).read_text())
+    resolved = resolve_tiling(PredictOptions(), card)
+    assert (resolved.tile_size, resolved.overlap) == (64, 16)
+    assert (resolve_tiling(PredictOptions(tile_size=256), card).tile_size,
+            resolve_tiling(PredictOptions(tile_size=256), card).overlap) == (256, 16)
+    assert resolve_tiling(PredictOptions(tile_size=16), card).overlap == 8      # cut to half a small tile
+    with pytest.raises(UrbanMTLError, match="overlap must be between 0 and half the tile size"):
+        resolve_tiling(PredictOptions(overlap=40), card)

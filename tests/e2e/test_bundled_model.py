@@ -51,8 +51,10 @@ def test_bundled_model_in_qgis_process_maps_lakes_as_water_and_villages_as_settl
     scene = _crop(tmp_path / "crop.tif")
     hse_path, lcz_path = tmp_path / "hse.tif", tmp_path / "lcz.tif"
     # No MODEL parameter: the algorithm must fall back to the bundled model.
-    qgis_process(env, "run", "urbanmtl:map_hse_lcz", "--", f"INPUT={scene}", f"OUTPUT_HSE={hse_path}",
-                 f"OUTPUT_LCZ={lcz_path}", timeout=600)
+    done = qgis_process(env, "run", "urbanmtl:map_hse_lcz", "--", f"INPUT={scene}", f"OUTPUT_HSE={hse_path}",
+                        f"OUTPUT_LCZ={lcz_path}", timeout=600)
+    # No tile size either: the engine maps in the bundled model's own training window (its card).
+    assert "tiles of 64 x 64 px" in done.stdout and "overlap 16" in done.stdout, done.stdout
 
     with rasterio.open(lcz_path) as lcz:
         codes = lcz.read(1)

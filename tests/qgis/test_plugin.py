@@ -107,8 +107,10 @@ def test_algorithm_parameters(plugin):
     assert not algorithm.parameterDefinition("OUTPUT_CONFIDENCE").createByDefault()
     device = algorithm.parameterDefinition("DEVICE")
     assert isinstance(device, QgsProcessingParameterEnum) and len(device.options()) == 3
-    assert algorithm.parameterDefinition("TILE_SIZE").defaultValue() == 256
-    assert algorithm.parameterDefinition("OVERLAP").defaultValue() == 32
+    # Empty tile size and overlap: the engine takes the model's own tiling (its training window, from its card).
+    for name in ("TILE_SIZE", "OVERLAP"):
+        assert algorithm.parameterDefinition(name).defaultValue() is None
+        assert algorithm.parameterDefinition(name).flags() & QgsProcessingParameterDefinition.FlagOptional
 
     # The first screen is input, extent and outputs; everything else is under Advanced parameters.
     advanced = QgsProcessingParameterDefinition.FlagAdvanced

@@ -1,0 +1,189 @@
+"""What a fine-tuning run (core.finetune) trains on: its options and defaults, the training areas read, checked,
+split whole and written (RUN/train_areas.gpkg, RUN/test_areas.gpkg), the scene manifests to train on (the train
+polygons and, with replay, the start model's own map away from them), the window size, the number of epochs and
+the TrainConfig. Light to import: GDAL, YAML and the training code load inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .errors import UrbanMTLError
+from .spec import SIZE_MULTIPLE
+
+#: Training windows are as large as the start model's mapping tiles (core.tiling.model_tiling: its own training
+#: window, 64 px for the bundled model), and the fine-tuned model maps with the same: the network's attention pools
+#: over its whole input, and a model fine-tuned on 64 px windows centred on polygons was measured to change its
+#: answers when mapped in 256 px tiles (Montpellier: 0.96 of the training cells right at 64 px tiles, 0.61 at
+#: 256 px). Smaller images use the largest multiple of 8 that fits. PATCH_SIZE: for a start model without a card.
+PATCH_SIZE = 256
+#: Training length (measured on 2 CPU cores, see the project's report): by default the number of epochs is chosen
+#: so that training sees about TRAIN_WINDOWS windows, whatever the scene's size and the number of polygons (an
+#: epoch is POLYGON_WINDOWS windows per training polygon, at most the scene's area in windows, plus as many
+#: replay windows as the scene's area holds).
+TRAIN_WINDOWS = 800
+MIN_EPOCHS, MAX_EPOCHS = 5, 200
+LEARNING_RATE = 1e-3
+LR_DECAY = 0.75
+#: The learning rate decays this many times over the run (x LR_DECAY each time).
+LR_DECAYS = 8
+BATCH_SIZE = 8
+#: Replay: also train on the start model's own map away from the polygons, so classes the user did not draw are
+#: not forgotten (see write_manifests).
+REPLAY = True
+BOOTSTRAP_REPEATS = 1000
+#: Files of a run folder that mean "a run is already there".
+_RUN_FILES = ("model.keras", "state.json", "accuracy.json")
+
+Log = Callable[[str], None]
+Progress = Callable[[float], None]
+#: Share of the run's progress (0..100) each step reports in, for a caller's progress bar: mapping with the start
+#: model, training (per batch), mapping with the fine-tuned model, then scoring up to 100.
+PROGRESS_STEPS = {"before": (1.0, 12.0), "training": (12.0, 88.0), "after": (88.0, 98.0)}
+
+
+@dataclass
+class FinetuneOptions:
+    """What to fine-tune on and where to write it; see core.finetune."""
+
+    image: str
+    polygons: str
+    field: str
+    out: str
+    model: Optional[str] = None            # start model (model.keras or run folder); None = the bundled model
+    epochs: Optional[int] = None           # None: about TRAIN_WINDOWS windows (auto_epochs)
+    seed: int = 0                          # the split, the training (weights order, windows) and the bootstrap
+    test_share: float = 0.3
+    layer: Optional[str] = None            # one layer of a multi-layer polygon file (default: all with `field`)
+    bands: Optional[list[str]] = None      # band names of the image, as core.predict --bands
+    offset: Optional[float] = None         # DN offset, as core.predict --offset
+    learning_rate: float = LEARNING_RATE
+    bootstrap: int = BOOTSTRAP_REPEATS
+    replay: bool = REPLAY                  # also train on the start model's own map away from the polygons
+    extra: dict[str, Any] = field(default_factory=dict)   # further TrainConfig keys (tests, experiments)
+
+
+def _image_grid(opts: FinetuneOptions) -> dict[str, Any]:
+    """CRS, bounds, transform and size of the image as the engine reads it (warped to UTM when needed)."""
+    import rasterio
+
+    from .raster import open_scene
+
+    with open_scene(opts.image, bands=opts.bands, offset=opts.offset) as scene:
+        bounds = rasterio.transform.array_bounds(scene.height, scene.width, scene.transform)
+        return {"crs": scene.crs, "transform": scene.transform, "height": scene.height, "width": scene.width,
+                "bounds": tuple(bounds), "name": scene.name}
+
+
+def _crs_label(crs: Any) -> str:
+    epsg = crs.to_epsg() if crs is not None else None
+    return f"EPSG:{epsg}" if epsg else str(crs)[:60]
+
+
+def prepare_areas(opts: FinetuneOptions, out: Path, log: Log) -> dict[str, Any]:
+    """Read, check, split and write the training areas; returns what the later steps need."""
+    from .training_areas import (check_inside, class_table, pixel_counts, read_training_areas, split_areas,
+                                 write_areas)
+    from .lcz import LETTERS
+
+    grid = _image_grid(opts)
+    areas = read_training_areas(opts.polygons, opts.field, grid["crs"], opts.layer)
+    check_inside(areas, grid["bounds"], _crs_label(grid["crs"]))
+    train, test = split_areas(areas, opts.test_share, opts.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_areas(train, out / "train_areas.gpkg", grid["crs"])
+    write_areas(test, out / "test_areas.gpkg", grid["crs"])
+    px = pixel_counts(train, grid["transform"], grid["height"], grid["width"])
+    split = {
+        "by": "whole polygons, stratified by class", "seed": opts.seed, "test_share": opts.test_share,
+        "n_train": len(train), "n_test": len(test),
+        "train_polygons": {LETTERS[c - 1]: n for c, n in class_table(train).items()},
+        "test_polygons": {LETTERS[c - 1]: n for c, n in class_table(test).items()},
+        "train_pixels_10m": {LETTERS[k - 1]: int(px[k]) for k in range(1, len(px)) if px[k]},
+    }
+    log(f"{len(areas)} training areas in {len(split['train_polygons'])} classes: {len(train)} to train on, "
+        f"{len(test)} held out for testing (whole polygons, stratified by class, seed {opts.seed}).")
+    return {"grid": grid, "train": train, "test": test, "split": split}
+
+
+def _manifest(opts: FinetuneOptions, path: Path, keys: dict[str, Any]) -> Path:
+    import yaml
+
+    keys = {"name": path.stem, "image": str(Path(opts.image).resolve()), **keys}
+    if opts.bands:
+        keys["bands"] = list(opts.bands)
+    if opts.offset is not None:
+        keys["offset"] = float(opts.offset)
+    path.write_text(yaml.safe_dump(keys, sort_keys=False))
+    return path
+
+
+def write_manifests(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], start_map: Optional[str]
+                    ) -> list[Path]:
+    """The scene manifests to train on (image, no HSE reference): the train polygons (train_scene.yaml) and,
+    with `start_map` (replay), the start model's LCZ map as a codes reference (replay_scene.yaml) in which every
+    100 m cell touching a training or test polygon is blanked, so the user's labels alone count there and the
+    test areas carry no label at all."""
+    manifests = [_manifest(opts, out / "train_scene.yaml",
+                           {"lcz_polygons": "train_areas.gpkg", "lcz_attribute": "lcz"})]
+    if start_map is not None:
+        import rasterio
+
+        from .accuracy import rasterize_areas
+
+        with rasterio.open(start_map) as ds:
+            codes, profile = ds.read(1), ds.profile.copy()
+        codes[rasterize_areas(prepared["train"] + prepared["test"], start_map, all_touched=True) > 0] = 0
+        if codes.any():   # else the polygons cover the whole image: nothing to replay
+            with rasterio.open(out / "replay_lcz.tif", "w", **profile) as dst:
+                dst.write(codes, 1)
+            manifests.append(_manifest(opts, out / "replay_scene.yaml",
+                                       {"lcz": "replay_lcz.tif", "lcz_kind": "codes"}))
+    return manifests
+
+
+def patch_size(grid: dict[str, Any], start_model: str) -> int:
+    """The start model's mapping tile size (see PATCH_SIZE), or the largest multiple of 8 that fits an image
+    smaller than that."""
+    from .model import card_path_for
+    from .tiling import model_tiling
+
+    card_file = card_path_for(Path(start_model))
+    tile = model_tiling(json.loads(card_file.read_text()))[0] if card_file.exists() else PATCH_SIZE
+    size = min(tile, (min(grid["height"], grid["width"]) // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    if size < 64:
+        raise UrbanMTLError(f"The image is {grid['width']} x {grid['height']} pixels; fine-tuning needs at least "
+                            f"64 x 64 (640 m a side). Use a larger image.")
+    return size
+
+
+def auto_epochs(manifests: list[Path], patch: int) -> tuple[int, int]:
+    """(epochs, windows per epoch): epochs for about TRAIN_WINDOWS training windows, within MIN..MAX_EPOCHS."""
+    from .data import open_datasets
+
+    per_epoch = 0
+    for manifest in manifests:
+        for d in open_datasets(f"scene:{manifest}", patch_size=patch):
+            per_epoch += len(d)
+            d.close()
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(TRAIN_WINDOWS / per_epoch)))), per_epoch
+
+
+def finetune_config(opts: FinetuneOptions, manifests: list[Path], start_model: str, epochs: int,
+                    patch: int) -> Any:
+    """The TrainConfig of a fine-tuning run: from the start model, a learning rate decaying LR_DECAYS times,
+    no validation split (the test polygons stay unseen), no early stopping, the best checkpoint on training
+    loss."""
+    from .config import TrainConfig
+
+    values = dict(
+        data=[f"scene:{m}" for m in manifests], val_data=[], val_fraction=0.0, init_from=start_model,
+        patch_size=patch, batch_size=BATCH_SIZE, epochs=int(epochs), learning_rate=opts.learning_rate,
+        lr_decay=LR_DECAY, lr_decay_every=max(1, int(round(epochs / LR_DECAYS))), patience=int(epochs) + 1,
+        seed=opts.seed, out=str(opts.out),
+    )
+    values.update(opts.extra)
+    return TrainConfig(**values)

@@ -1,0 +1,76 @@
+"""The Keras model that trains the multitask network: its task losses, learned task weights and train/test steps.
+
+Imports TensorFlow at import time; core.train imports this module only once a run is under way, so that
+`python -m core.train --help` and argument errors stay instant.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from .losses import combine, hse_loss, lcz_loss
+
+
+class MultitaskTrainer(keras.Model):
+    """Wraps the training network; adds the learned log-variances s_hse, s_lcz (init 0) and the losses.
+
+    train_step feeds the HSE reference as the P2F guide (NaN where none: the prediction is used).
+    """
+
+    def __init__(self, network: keras.Model, weighting: str, tasks: tuple[str, ...], **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.weighting = weighting
+        self.tasks = tasks
+        self.p2f = "hse_guide" in network.input
+        self.log_vars = {
+            t: self.add_weight(name=f"s_{t}", shape=(), initializer="zeros",
+                               trainable=weighting == "learned")
+            for t in tasks
+        }
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ["loss", *[f"{t}_loss" for t in tasks]]}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.network(inputs, training=training)
+
+    def _inputs(self, x, y):
+        inputs = {"image": x["image"]}
+        if self.p2f:
+            inputs["hse_guide"] = y["hse"]
+        return inputs
+
+    def _task_losses(self, y, pred):
+        losses, counts = {}, {}
+        if "hse" in self.tasks:
+            losses["hse"], counts["hse"] = hse_loss(y["hse"], pred["hse"])
+        if "lcz" in self.tasks:
+            losses["lcz"], counts["lcz"] = lcz_loss(y["lcz"], pred["lcz"])
+        total = combine(losses, counts, self.weighting, self.log_vars)
+        return total, losses
+
+    def _track(self, total, losses):
+        self.trackers["loss"].update_state(total)
+        for t, value in losses.items():
+            self.trackers[f"{t}_loss"].update_state(value)
+        return {name: m.result() for name, m in self.trackers.items()}
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            pred = self(self._inputs(x, y), training=True)
+            total, losses = self._task_losses(y, pred)
+            # Gradients are summed over replicas, so each replica contributes its share.
+            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        return self._track(total, losses)
+
+    def test_step(self, data):
+        x, y = data
+        pred = self(self._inputs(x, y), training=False)
+        return self._track(*self._task_losses(y, pred))

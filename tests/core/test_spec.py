@@ -1,0 +1,142 @@
+"""core.spec: the model's input/output contract, importable without TensorFlow, and the card check that refuses a
+model the engine cannot honour."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import spec
+from core.errors import UrbanMTLError
+from core.spec import check_card
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLED_CARD = REPO / "models" / "model_card.json"
+
+
+def bundled_card() -> dict:
+    return json.loads(BUNDLED_CARD.read_text())
+
+
+def refusal(card: dict) -> str:
+    with pytest.raises(UrbanMTLError) as info:
+        check_card(card, "The model 'x.keras'")
+    return str(info.value)
+
+
+# --- no TensorFlow ---
+
+_NO_TF = "import sys; {imports}; bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; " \
+         "sys.exit('loaded: ' + ', '.join(bad) if bad else 0)"
+
+
+@pytest.mark.parametrize("module", ["core.spec", "core.tiling", "core.predict", "core.predict_cli",
+                                    "core.accumulate", "core.inference"])
+def test_light_modules_do_not_load_tensorflow(module):
+    done = subprocess.run([sys.executable, "-c", _NO_TF.format(imports=f"import {module}")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_plugin_and_ui_modules_do_not_load_tensorflow(tmp_path):
+    """Inside QGIS's Python (offscreen): the plugin package as QGIS imports it, plugin.py and every ui module.
+    Skipped where QGIS's Python bindings are absent."""
+    pytest.importorskip("qgis.core")
+    (tmp_path / "urbanmtl").symlink_to(REPO, target_is_directory=True)
+    ui = sorted(p.stem for p in (REPO / "ui").glob("*.py") if p.stem != "__init__")
+    imports = (f"sys.path.insert(0, {str(tmp_path)!r}); from qgis.core import QgsApplication; "
+               f"app = QgsApplication([], False); app.initQgis(); import urbanmtl, urbanmtl.plugin; "
+               + "; ".join(f"import urbanmtl.ui.{m}" for m in ui))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, "-c", _NO_TF.format(imports=imports)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the contract, stated once ---
+
+
+def test_contract_values():
+    assert spec.MODEL_BANDS == ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+    assert (spec.INPUT_GSD_M, spec.HSE_GSD_M, spec.LCZ_PROB_GSD_M, spec.LCZ_GSD_M) == (10, 20, 20, 100)
+    assert spec.OUTPUT_FACTOR == 2 and spec.CELL == 5 and spec.SIZE_MULTIPLE == 8 and spec.MIN_TILE_SIZE == 16
+    assert (spec.DEFAULT_TILE_SIZE, spec.DEFAULT_OVERLAP) == (256, 32) and spec.DN_SCALE == 10000
+
+
+def test_modules_that_still_hold_a_copy_agree_with_the_contract():
+    """core.bands, core.input_checks, core.lcz, core.export and the output writer keep their own names for
+    these values (other owners); until they read core.spec, they must agree with it."""
+    from core import bands, export, input_checks, lcz, outputs
+
+    assert bands.MODEL_BANDS == spec.MODEL_BANDS
+    assert bands.QUANTIFICATION_VALUE == input_checks.DN_SCALE == spec.DN_SCALE
+    assert bands.BASELINE_04_OFFSET == spec.BASELINE_OFFSET
+    assert lcz.NUM_CLASSES == spec.NUM_CLASSES
+    assert export.MAJORITY_SIZES == spec.MAJORITY_SIZES and export.LCZ_NODATA == spec.LCZ_NODATA
+    assert outputs.FLOAT_NODATA == spec.FLOAT_NODATA and outputs.RASTER_SUFFIXES == spec.RASTER_SUFFIXES
+    assert outputs.LOCK_SUFFIX == spec.LOCK_SUFFIX
+
+
+# --- the card check ---
+
+
+def test_bundled_card_is_accepted():
+    card = bundled_card()
+    assert spec.card_problems(card) == [] and spec.card_scale(card) == 10000
+    check_card(card)
+
+
+@pytest.mark.parametrize("card", [{}, {"format": "urbanmtl-model-card/1", "variant": "mtl_learned_p2f"},
+                                  {"bands": None, "outputs": {"hse": {}}}, None])
+def test_card_without_the_contract_keys_is_accepted(card):
+    check_card(card)
+
+
+def test_card_with_other_bands_is_refused():
+    card = bundled_card()
+    card["bands"] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11"]
+    text = refusal(card)
+    assert "lacks B12" in text and "has B1" in text and "retrain" in text and "10 bands" in text
+    assert text.startswith("The model 'x.keras' cannot be used")
+
+
+def test_card_with_the_bands_in_another_order_is_refused():
+    card = bundled_card()
+    card["bands"] = list(reversed(spec.MODEL_BANDS))
+    assert "another order" in refusal(card)
+
+
+def test_card_with_another_scale_is_refused():
+    card = bundled_card()
+    card["scaling"]["reflectance"] = "(DN + offset) / 1"
+    text = refusal(card)
+    assert "reflectance scale (DN + offset) / 1," in text and "10000" in text
+    card = copy.deepcopy(bundled_card())
+    card["scaling"] = {"scale": 255}
+    assert "/ 255" in refusal(card)
+
+
+def test_card_with_another_grid_is_refused():
+    card = bundled_card()
+    card["outputs"]["lcz"]["map_gsd_m"] = 50
+    assert "LCZ output grid map_gsd_m=50 m" in refusal(card)
+    card = bundled_card()
+    card["outputs"]["hse"]["gsd_m"] = 10
+    assert "HSE output grid gsd_m=10 m" in refusal(card)
+    card = bundled_card()
+    card["input_gsd_m"] = 20
+    assert "input GSD 20 m" in refusal(card)
+
+
+def test_card_with_another_size_multiple_or_class_count_is_refused():
+    card = bundled_card()
+    card["size_multiple"] = 16
+    card["outputs"]["lcz"]["classes"] = 10
+    text = refusal(card)
+    assert "size_multiple 16" in text and "LCZ classes classes=10" in text
