@@ -8,20 +8,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .errors import UrbanMTLError
-
-#: The 10 bands the network reads, in this order, all on the 10 m grid (So2Sat LCZ42 / Qiu et al. order).
-MODEL_BANDS: tuple[str, ...] = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+from .spec import BASELINE_OFFSET, DN_SCALE, MODEL_BANDS
 
 #: Native ground sampling distance of each band, in metres.
 BAND_RESOLUTION_M: dict[str, int] = {
     "B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20, "B8": 10,
     "B8A": 20, "B9": 60, "B10": 60, "B11": 20, "B12": 20,
-}
-
-#: Central wavelength of each band (Sentinel-2A), in nanometres.
-BAND_WAVELENGTH_NM: dict[str, int] = {
-    "B1": 443, "B2": 490, "B3": 560, "B4": 665, "B5": 705, "B6": 740, "B7": 783, "B8": 842,
-    "B8A": 865, "B9": 945, "B10": 1375, "B11": 1610, "B12": 2190,
 }
 
 #: Band orders of the stacks users bring, by layout name.
@@ -47,11 +39,12 @@ LAYOUT_BY_COUNT: dict[int, str] = {13: "L1C", 12: "L2A", 10: "MODEL"}
 #: least 10 on 253 crops of the L1C scene.
 CIRRUS_CONTRAST = 0.6
 
-#: DN scale of Sentinel-2 L1C/L2A products: reflectance = (DN + offset) / 10000.
-QUANTIFICATION_VALUE = 10000.0
+#: DN scale of Sentinel-2 L1C/L2A products (core.spec.DN_SCALE, as a float): reflectance = (DN + offset) / 10000.
+QUANTIFICATION_VALUE = float(DN_SCALE)
 
-#: Offset of products of processing baseline 04.00 and later (RADIO_ADD_OFFSET / BOA_ADD_OFFSET).
-BASELINE_04_OFFSET = -1000.0
+#: Offset of products of processing baseline 04.00 and later (RADIO_ADD_OFFSET / BOA_ADD_OFFSET; core.spec's
+#: BASELINE_OFFSET, as a float).
+BASELINE_04_OFFSET = float(BASELINE_OFFSET)
 
 _BAND_RE = re.compile(r"^\s*(?:band[\s_-]*)?b0*(\d{1,2})(a?)\b", re.IGNORECASE)
 

@@ -25,9 +25,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import UrbanMTLError
 from .lcz import CODES, COLORS, NUM_CLASSES, UMEP_CODES, hex_to_rgb, label, to_umep_codes, umep_label
-
-LCZ_NODATA = 0
-MAJORITY_SIZES = (0, 3, 5)
+from .spec import LCZ_NODATA, MAJORITY_SIZES
 
 
 def majority_filter(codes: np.ndarray, size: int = 3, nodata: int = LCZ_NODATA) -> np.ndarray:
@@ -70,20 +68,12 @@ def _read_lcz(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return codes, profile
 
 
-def _category_names(path: Path, names: dict[int, str]) -> None:
-    """GDAL category names (values 0..max) in the PAM sidecar `<path>.aux.xml`, as core.outputs writes them."""
-    from xml.sax.saxutils import escape
-
-    items = "\n".join(f"      <Category>{escape(names.get(v, ''))}</Category>" for v in range(max(names) + 1))
-    Path(str(path) + ".aux.xml").write_text(
-        "<PAMDataset>\n  <PAMRasterBand band=\"1\">\n    <CategoryNames>\n"
-        f"{items}\n    </CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n", encoding="utf-8")
-
-
 def _write(path: Path, codes: np.ndarray, crs: Any, transform: Any, colors: dict[int, str],
            names: dict[int, str], description: str, tags: Optional[dict[str, str]] = None) -> Path:
     """Write a one-band uint8 class raster through a temporary sibling, then rename it into place."""
     import rasterio
+
+    from .output_writer import write_category_names
 
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(driver="GTiff", width=codes.shape[1], height=codes.shape[0], count=1, dtype="uint8", crs=crs,
@@ -98,7 +88,8 @@ def _write(path: Path, codes: np.ndarray, crs: Any, transform: Any, colors: dict
                                        **{v: hex_to_rgb(c) + (255,) for v, c in colors.items()}})
                 if tags:
                     dst.update_tags(**tags)
-            _category_names(tmp, {LCZ_NODATA: "No data", **names})
+            legend = {LCZ_NODATA: "No data", **names}      # GDAL category names of the values 0..max
+            write_category_names(tmp, [legend.get(v, "") for v in range(max(legend) + 1)])
     except OSError as exc:
         raise UrbanMTLError(f"Cannot write '{path}' ({exc.strerror or exc}). Choose a writable folder with free "
                             f"space.") from None

@@ -29,10 +29,11 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from . import spec
 from .errors import InputError, UrbanMTLError
 
-#: DN scale of Sentinel-2 products (core.bands.QUANTIFICATION_VALUE; repeated to keep this module standalone).
-DN_SCALE = 10000.0
+#: DN scale of Sentinel-2 products (core.spec.DN_SCALE, as a float, like core.bands.QUANTIFICATION_VALUE).
+DN_SCALE = float(spec.DN_SCALE)
 #: A float raster whose median valid value is at most this holds reflectance 0..1 already, not DN.
 REFLECTANCE_MEDIAN_LIMIT = 1.5
 #: A float raster with a median up to this (and a 99th percentile up to PERCENT_P99_LIMIT) holds reflectance in

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Number of LCZ classes; codes are 1..17 and probability channel k-1 holds LCZ k.
-NUM_CLASSES = 17
+from .spec import NUM_CLASSES  # number of LCZ classes: codes are 1..17 and probability channel k-1 holds LCZ k
 
 #: Codes 1..17 as used in every raster this project writes (0 = nodata).
 CODES: tuple[int, ...] = tuple(range(1, NUM_CLASSES + 1))

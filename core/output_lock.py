@@ -12,15 +12,13 @@ from typing import Optional
 
 from .errors import OutputError
 from .output_plan import OutputPlan
+from .spec import LOCK_SUFFIX
 from .temporaries import remove_stale_temporaries
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
-
-#: Name of the lock file beside an output `<name>`: `.<name>` + this.
-LOCK_SUFFIX = ".urbanmtl-lock"
 
 
 class OutputLock:

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import OutputError, UrbanMTLError
-
-RASTER_SUFFIXES = (".tif", ".tiff")
+from .spec import RASTER_SUFFIXES, STATS_SUFFIX
 
 
 @dataclass
@@ -53,7 +52,7 @@ def plan_outputs(hse_path: str, lcz_path: str, confidence_path: Optional[str] = 
     seen: dict[Path, str] = {}
     input_paths = {Path(p).expanduser().resolve() for p in inputs}
     for kind, path in plan.items():
-        wanted = (".csv",) if kind == "stats" else RASTER_SUFFIXES
+        wanted = (STATS_SUFFIX,) if kind == "stats" else RASTER_SUFFIXES
         if path.suffix.lower() not in wanted:
             raise UrbanMTLError(
                 f"The {kind} output '{path}' must end in {' or '.join(wanted)}. Choose a file name like "

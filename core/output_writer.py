@@ -33,13 +33,10 @@ from .lcz import CODES, COLORS, hex_to_rgb, label
 from .output_lock import OutputLock
 from .output_plan import OutputPlan
 from .signals import _critical_section
+from .spec import FLOAT_NODATA, LCZ_NODATA  # nodata of the float rasters (HSE, confidence) and of LCZ codes
 from .temporaries import AUX_SUFFIX, aux_path, forget_temporary, register_temporary, temporary_name
 from .write_errors import WRITE_ERRORS, gdal_error_reset, gdal_failure, space_note
 
-#: Nodata of the float rasters (HSE density, LCZ confidence): outside the valid range 0..1.
-FLOAT_NODATA = -1.0
-#: Nodata of the LCZ code raster; codes are 1..17.
-LCZ_NODATA = 0
 #: Block edge of the tiled GeoTIFFs, in pixels.
 BLOCK_SIZE = 256
 
@@ -57,7 +54,7 @@ def lcz_category_names() -> list[str]:
     return ["No data"] + [label(code) for code in CODES]
 
 
-def _write_category_names(path: Path, names: Sequence[str]) -> None:
+def write_category_names(path: Path, names: Sequence[str]) -> None:
     """Add GDAL category names to band 1 of `path` through its PAM sidecar (GeoTIFF has no tag for them)."""
     items = "\n".join(f"      <Category>{escape(n)}</Category>" for n in names)
     aux_path(path).write_text(
@@ -282,7 +279,7 @@ class OutputSet:
             self._verify(kind, tmp)
             if kind == "lcz":
                 try:
-                    _write_category_names(tmp, lcz_category_names())
+                    write_category_names(tmp, lcz_category_names())
                 except OSError as exc:
                     raise self._write_error(kind, aux_path(tmp), "writing the legend (.aux.xml)",
                                             exc.strerror or str(exc)) from None

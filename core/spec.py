@@ -12,6 +12,7 @@ input pixels per axis) and LCZ probabilities at 20 m, mapped to 100 m cells of C
 from __future__ import annotations
 
 import re
+from pathlib import PurePath
 from typing import Any, Optional
 
 from .errors import UrbanMTLError
@@ -50,6 +51,11 @@ RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 STATS_SUFFIX = ".csv"
 #: Beside each output while a run writes it: '.<name>' + LOCK_SUFFIX (core.output_lock; ui.engine cleans up).
 LOCK_SUFFIX = ".urbanmtl-lock"
+#: While a run writes an output `<stem><suffix>` it writes the hidden temporary '.<stem>.<TEMPORARY_HEX_DIGITS
+#: hex digits>' + TEMPORARY_MARK + '<suffix>' beside it (a COG conversion adds '.cog' before the suffix; GDAL may
+#: keep '.aux.xml' beside either). core.temporaries names and cleans them; ui.engine cleans up after a killed run.
+TEMPORARY_MARK = ".tmp"
+TEMPORARY_HEX_DIGITS = 8
 #: Nodata of the outputs: HSE and confidence (float32) and LCZ codes (uint8).
 FLOAT_NODATA = -1.0
 LCZ_NODATA = 0
@@ -70,6 +76,12 @@ SCHEMES: tuple[str, ...] = ("blend", "authors")
 #: Where the network runs.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
 DEFAULT_BATCH_SIZE = 4
+
+
+def temporary_pattern(final: PurePath) -> re.Pattern[str]:
+    """Every name of a temporary of output `final` (see TEMPORARY_MARK): the file, its COG copy, their .aux.xml."""
+    return re.compile(rf"^\.{re.escape(final.stem)}\.[0-9a-f]{{{TEMPORARY_HEX_DIGITS}}}{re.escape(TEMPORARY_MARK)}"
+                      rf"(?:\.cog)?{re.escape(final.suffix)}(?:\.aux\.xml)?$")
 
 
 # --- the model card against the contract ---

@@ -9,12 +9,12 @@ a killed run left behind are removed by the next run that takes the lock on the 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import threading
 from pathlib import Path
 
 from .atomic import sidecar
+from .spec import TEMPORARY_HEX_DIGITS, TEMPORARY_MARK, temporary_pattern
 
 #: GDAL's sidecar of a GeoTIFF (the LCZ map's category names live there).
 AUX_SUFFIX = ".aux.xml"
@@ -28,13 +28,8 @@ def aux_path(path: Path) -> Path:
 def temporary_name(final: Path) -> Path:
     """A hidden name beside `final` for writing it: '.<name>.<random>.tmp<suffix>' in the same folder, so the
     rename at the end is atomic (same filesystem)."""
-    return final.with_name(f".{final.stem}.{secrets.token_hex(4)}.tmp{final.suffix}")
-
-
-def _temporary_pattern(final: Path) -> re.Pattern:
-    """Every name temporary_name(final) and the writer derive from it: the file, its COG copy, their .aux.xml."""
-    return re.compile(rf"^\.{re.escape(final.stem)}\.[0-9a-f]{{8}}\.tmp(?:\.cog)?{re.escape(final.suffix)}"
-                      rf"(?:\.aux\.xml)?$")
+    return final.with_name(f".{final.stem}.{secrets.token_hex(TEMPORARY_HEX_DIGITS // 2)}{TEMPORARY_MARK}"
+                           f"{final.suffix}")
 
 
 _registry_lock = threading.Lock()
@@ -75,7 +70,7 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
     """Remove the temporary files of `final` that an earlier run left behind (killed with SIGKILL, a power cut).
     Call it only while holding the OutputLock on `final`: no live run then writes them."""
     folder = final.parent if str(final.parent) else Path(".")
-    pattern = _temporary_pattern(final)
+    pattern = temporary_pattern(final)   # every name temporary_name(final) and the writer derive from it
     removed = []
     try:
         names = os.listdir(folder)

@@ -218,16 +218,48 @@ def scene_lcz_cells(size: int) -> np.ndarray:
     return codes
 
 
-def write_raster(path: str | Path, data: np.ndarray, crs: Any, transform: Affine,
-                 nodata: Optional[float] = None, descriptions: Optional[Sequence[str]] = None) -> Path:
-    """Write a (bands, rows, cols) array as a GeoTIFF with the given CRS, geotransform, nodata and band names."""
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                   dtype=data.dtype.name, crs=crs, transform=transform, nodata=nodata)
+def write_raster(
+    path: str | Path,
+    data: np.ndarray,
+    crs: Optional[Any] = SCENE_CRS,
+    transform: Optional[Affine] = None,
+    *,
+    nodata: Optional[float] = None,
+    dtype: Optional[Any] = None,
+    descriptions: Optional[Sequence[str]] = None,
+    tags: Optional[dict[str, Any]] = None,
+    band_tags: Optional[dict[int, dict[str, Any]]] = None,
+    compress: Optional[str] = None,
+    tiled: bool = False,
+    blocksize: Optional[int] = None,
+) -> Path:
+    """Write a (bands, rows, cols) array as a GeoTIFF; the one raster writer of the tests. Returns the path.
+
+    crs: anything rasterio takes (default the fake scenes' EPSG:32633), or None for a file without a CRS.
+    transform: default `scene_transform()` (10 m, upper-left corner SCENE_ORIGIN). dtype: default the array's.
+    descriptions: band names (band 1 first). tags: dataset tags; band_tags: {band index: tags}. compress
+    (e.g. "deflate"), tiled and blocksize (tile edge, with tiled) are GeoTIFF creation options, off by default.
+    """
+    count, height, width = data.shape
+    profile: dict[str, Any] = dict(driver="GTiff", width=width, height=height, count=count,
+                                   dtype=np.dtype(dtype or data.dtype).name,
+                                   transform=scene_transform() if transform is None else transform, nodata=nodata)
+    if crs is not None:
+        profile["crs"] = crs
+    if compress:
+        profile["compress"] = compress
+    if tiled:
+        profile["tiled"] = True
+        if blocksize:
+            profile.update(blockxsize=blocksize, blockysize=blocksize)
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if descriptions:
-            for i, d in enumerate(descriptions, start=1):
-                dst.set_band_description(i, d)
+        dst.write(data if dtype is None else data.astype(dtype))
+        for i, d in enumerate(descriptions or (), start=1):
+            dst.set_band_description(i, d)
+        if tags:
+            dst.update_tags(**tags)
+        for i, btags in (band_tags or {}).items():
+            dst.update_tags(i, **btags)
     return Path(path)
 
 

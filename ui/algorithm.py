@@ -27,6 +27,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
@@ -175,65 +176,25 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         if layer is None or not layer.isValid():
             raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
         source = layer_file(layer)
-
-        selected = self.parameterAsInts(parameters, self.BANDS, context)
-        bands: Optional[list[str]] = None
-        if selected:
-            descriptions = layer_band_descriptions(layer)
-            bands = band_names(selected, descriptions)
-            for conflict in band_mismatches(selected, descriptions):
-                feedback.pushWarning(self.tr("Bands: {conflict}. Check the order of the chosen bands.").format(
-                    conflict=conflict))
-
-        extent, extent_crs = None, None
-        rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-        if parameters.get(self.EXTENT) not in (None, "") and not rect.isNull():
-            extent = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
-            extent_crs = layer.crs().toWkt() if layer.crs().isValid() else None
-
-        model = self.parameterAsFile(parameters, self.MODEL, context) or None
+        bands = self._bands(parameters, context, layer, feedback)
         hse_path = self._raster_output(parameters, self.OUTPUT_HSE, context)
         lcz_path = self._raster_output(parameters, self.OUTPUT_LCZ, context)
         confidence_path = self._raster_output(parameters, self.OUTPUT_CONFIDENCE, context) or None
         stats_path = self.parameterAsFileOutput(parameters, self.OUTPUT_STATS, context) or None
         umep_path = self._raster_output(parameters, self.OUTPUT_LCZ_UMEP, context) or None
         w2w_path = self._raster_output(parameters, self.OUTPUT_LCZ_W2W, context) or None
-
         params = {
             "input": source, "hse": hse_path, "lcz": lcz_path, "confidence": confidence_path,
-            "stats": stats_path, "model": model, "umep": umep_path, "w2w": w2w_path,
+            "stats": stats_path, "model": self.parameterAsFile(parameters, self.MODEL, context) or None,
+            "umep": umep_path, "w2w": w2w_path,
             "majority": MAJORITY_SIZES[self.parameterAsEnum(parameters, self.MAJORITY, context)],
-            "options": {
-                "bands": bands, "extent": extent, "extent_crs": extent_crs,
-                "tile_size": None if parameters.get(self.TILE_SIZE) in (None, "")
-                else self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                "overlap": None if parameters.get(self.OVERLAP) in (None, "")
-                else self.parameterAsInt(parameters, self.OVERLAP, context),
-                "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                # The Processing dialog has already asked before replacing a file the user chose.
-                "overwrite": True,
-                "cog": self.parameterAsBool(parameters, self.COG, context),
-                "offset": None if parameters.get(self.OFFSET) in (None, "")
-                else self.parameterAsDouble(parameters, self.OFFSET, context),
-            },
+            "options": self._options(parameters, context, layer, bands),
         }
         feedback.pushInfo(self.tr("Input: {source}").format(source=source))
         result = run_engine(params, self.parameterAsFile(parameters, self.PYTHON, context), feedback)
 
-        # Layer names in the project, after the input layer's.
-        names = {styles.HSE: self.tr("HSE density - {name}"), styles.LCZ: self.tr("LCZ - {name}"),
-                 styles.CONFIDENCE: self.tr("LCZ confidence - {name}")}
-        names = {kind: text.format(name=layer.name()) for kind, text in names.items()}
-        self._style_outputs(context, feedback, [
-            (hse_path, styles.HSE), (lcz_path, styles.LCZ), (confidence_path, styles.CONFIDENCE)], names)
-        # The exports carry their own colour table and class names (core.export); they only get a layer name.
-        for path, text in ((umep_path, self.tr("LCZ (UMEP codes) - {name}")),
-                           (w2w_path, self.tr("LCZ for w2w - {name}"))):
-            if path and context.willLoadLayerOnCompletion(path):
-                details = context.layerToLoadOnCompletionDetails(path)
-                details.name = text.format(name=layer.name())
-                details.forceName = True
+        self._name_and_style(context, feedback, layer.name(), hse_path, lcz_path, confidence_path, umep_path,
+                             w2w_path)
         self._report(source, result, feedback)
         return {
             self.OUTPUT_HSE: hse_path,
@@ -243,6 +204,59 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
             self.OUTPUT_LCZ_UMEP: umep_path,
             self.OUTPUT_LCZ_W2W: w2w_path,
         }
+
+    def _bands(self, parameters: dict[str, Any], context: QgsProcessingContext, layer: QgsRasterLayer,
+               feedback: QgsProcessingFeedback) -> Optional[list[str]]:
+        """The band names the user chose (None: from the file), warning where they contradict the layer's."""
+        selected = self.parameterAsInts(parameters, self.BANDS, context)
+        if not selected:
+            return None
+        descriptions = layer_band_descriptions(layer)
+        for conflict in band_mismatches(selected, descriptions):
+            feedback.pushWarning(self.tr("Bands: {conflict}. Check the order of the chosen bands.").format(
+                conflict=conflict))
+        return band_names(selected, descriptions)
+
+    def _options(self, parameters: dict[str, Any], context: QgsProcessingContext, layer: QgsRasterLayer,
+                 bands: Optional[list[str]]) -> dict[str, Any]:
+        """The engine's PredictOptions fields; an empty tile size, overlap or offset is left to the engine."""
+        def optional_number(name: str, as_double: bool = False) -> Optional[float]:
+            if parameters.get(name) in (None, ""):
+                return None
+            return (self.parameterAsDouble if as_double else self.parameterAsInt)(parameters, name, context)
+
+        extent, extent_crs = None, None
+        rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+        if parameters.get(self.EXTENT) not in (None, "") and not rect.isNull():
+            extent = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
+            extent_crs = layer.crs().toWkt() if layer.crs().isValid() else None
+        return {
+            "bands": bands, "extent": extent, "extent_crs": extent_crs,
+            "tile_size": optional_number(self.TILE_SIZE), "overlap": optional_number(self.OVERLAP),
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            # The Processing dialog has already asked before replacing a file the user chose.
+            "overwrite": True,
+            "cog": self.parameterAsBool(parameters, self.COG, context),
+            "offset": optional_number(self.OFFSET, as_double=True),
+        }
+
+    def _name_and_style(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback, input_name: str,
+                        hse_path: str, lcz_path: str, confidence_path: Optional[str], umep_path: Optional[str],
+                        w2w_path: Optional[str]) -> None:
+        """Layer names after the input layer's; styles for the maps. The exports carry their own colour table and
+        class names (core.export): they only get a layer name."""
+        names = {styles.HSE: self.tr("HSE density - {name}"), styles.LCZ: self.tr("LCZ - {name}"),
+                 styles.CONFIDENCE: self.tr("LCZ confidence - {name}")}
+        names = {kind: text.format(name=input_name) for kind, text in names.items()}
+        self._style_outputs(context, feedback, [
+            (hse_path, styles.HSE), (lcz_path, styles.LCZ), (confidence_path, styles.CONFIDENCE)], names)
+        for path, text in ((umep_path, self.tr("LCZ (UMEP codes) - {name}")),
+                           (w2w_path, self.tr("LCZ for w2w - {name}"))):
+            if path and context.willLoadLayerOnCompletion(path):
+                details = context.layerToLoadOnCompletionDetails(path)
+                details.name = text.format(name=input_name)
+                details.forceName = True
 
     def _raster_output(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The destination path of raster output `name` ('' when an optional one is skipped); GeoTIFF only."""

@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from ..core.spec import LOCK_SUFFIX
+from ..core.spec import LOCK_SUFFIX, temporary_pattern
 from .interpreter import (  # noqa: F401 - the interpreter search and diagnosis, still reachable as engine.*
     ENV_VAR, PLUGIN_DIR, PROBE_CODE, PROBE_TIMEOUT, REQUIRED_MODULES, SETTINGS_KEY, SYSTEM_PYTHON, TENSORFLOW_PIN,
     EngineError, Interpreter, ProbeResult, _hidden_window, check_interpreter, child_environment, find_python,
@@ -42,15 +42,15 @@ class EngineCancelled(EngineError):
 
 # --- files a stopped run leaves behind ---
 
-#: core.outputs names: '.<name>.urbanmtl-lock' beside each output while a run writes it (LOCK_SUFFIX, core.spec).
+#: core.outputs names: '.<name>.urbanmtl-lock' beside each output while a run writes it (LOCK_SUFFIX), and its
+#: temporaries (temporary_pattern): both from core.spec.
 
 
 def temporary_files(final: str, since: float = 0.0) -> list[Path]:
     """Temporary files core.outputs writes beside `final` ('.<stem>.<8 hex>.tmp[.cog]<suffix>' and their
     .aux.xml), changed at or after `since` (a time.time() value)."""
     target = Path(final)
-    pattern = re.compile(rf"^\.{re.escape(target.stem)}\.[0-9a-f]{{8}}\.tmp(\.cog)?{re.escape(target.suffix)}"
-                         r"(\.aux\.xml)?$")
+    pattern = temporary_pattern(target)
     found = []
     try:
         entries = list(target.parent.iterdir())

@@ -135,24 +135,19 @@ def test_maps_are_scored_per_100m_cell_against_the_reference(tmp_path):
 
     manifest = fakedata.make_scene(tmp_path, size=100, name="city_1", lcz="probabilities")
     spec = load_manifest(manifest)
-    grid = dict(driver="GTiff", width=10, height=10, count=1, crs=fakedata.SCENE_CRS,
-                transform=fakedata.scene_transform(pixel=100.0))
-    lcz_path = tmp_path / "lcz.tif"
-    with rasterio.open(lcz_path, "w", dtype="uint8", nodata=0, **grid) as dst:
-        dst.write(np.ones((1, 10, 10), np.uint8))
+    cells = fakedata.scene_transform(pixel=100.0)
+    lcz_path = fakedata.write_raster(tmp_path / "lcz.tif", np.ones((1, 10, 10), np.uint8), transform=cells, nodata=0)
     with rasterio.open(lcz_path) as src:
         reference = reference_lcz_cells(spec, src)
     assert reference.shape == (10, 10) and (reference > 0).sum() >= 95   # (a cell may have no label)
     predicted = np.where(reference > 0, reference, 5)
     predicted[4, :] = np.where(reference[4, :] == 17, 14, 17)       # one row of cells wrong
-    with rasterio.open(lcz_path, "w", dtype="uint8", nodata=0, **grid) as dst:
-        dst.write(predicted[None].astype(np.uint8))
-    hse_grid = dict(grid, width=50, height=50, transform=fakedata.scene_transform(pixel=20.0))
-    hse_path = tmp_path / "hse.tif"
+    fakedata.write_raster(lcz_path, predicted[None].astype(np.uint8), transform=cells, nodata=0)
     truth = fakedata.scene_hse_percent(100).astype(np.float32) / 100
     truth[truth > 1] = -1
-    with rasterio.open(hse_path, "w", dtype="float32", nodata=-1, **hse_grid) as dst:
-        dst.write((truth + np.where(truth >= 0, 0.05, 0))[None].astype(np.float32))
+    hse = (truth + np.where(truth >= 0, 0.05, 0))[None].astype(np.float32)
+    hse_path = fakedata.write_raster(tmp_path / "hse.tif", hse, transform=fakedata.scene_transform(pixel=20.0),
+                                     nodata=-1)
     score = score_maps(spec, str(hse_path), str(lcz_path))
     labelled = reference > 0
     assert score["lcz"]["cells"] == labelled.sum()

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from core.fill import fill_invalid
 from core.model import ModelConfig, base_card, build_networks, save_model
 from core.predict import PredictOptions, predict_scene
 from core.raster import open_scene
+from tests.fakedata import write_raster
 
 SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "scene" / "T33UUU_20170216_L1C_13band.tif"
 ISLAND, CELL = 64, 128          # islands of 64 px (EuroSAT-sized) in cells of 128 px: 32 px of gap on each side
@@ -60,13 +60,8 @@ def _islands(tmp_path: Path) -> tuple[str, str, np.ndarray]:
         mask[R + pad: R + pad + ISLAND, C + pad: C + pad + ISLAND] = True
     paths = []
     for name, array in (("islands", islands), ("mirrored", mirrored)):
-        profile = dict(driver="GTiff", width=array.shape[2], height=array.shape[1], count=13, dtype="uint16",
-                       crs="EPSG:32633", transform=from_origin(330000, 5822040, 10, 10), nodata=0)
-        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
-            dst.write(array)
-            for i, d in enumerate(descriptions, start=1):
-                dst.set_band_description(i, d or "")
-        paths.append(str(tmp_path / f"{name}.tif"))
+        path = write_raster(tmp_path / f"{name}.tif", array, nodata=0, descriptions=[d or "" for d in descriptions])
+        paths.append(str(path))
     return paths[0], paths[1], mask
 
 

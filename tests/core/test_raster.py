@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from rasterio.transform import from_origin
 from core.bands import LAYOUTS, MODEL_BANDS, layout_of_13_bands
 from core.errors import UrbanMTLError
 from core.raster import open_scene, utm_crs_for
+from tests.fakedata import write_raster
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 SCENE_TIF = SHARED / "data" / "scene" / "T33UUU_20170216_L1C_13band.tif"
@@ -25,25 +26,6 @@ L1C = LAYOUTS["L1C"]
 def band_value(name: str) -> int:
     """A DN that identifies a band: 1000 + 100 * its position in the ESA order."""
     return 1000 + 100 * L1C.index(name)
-
-
-def write_raster(path: Path, data: np.ndarray, *, crs: Optional[str] = "EPSG:32633", transform=None,
-                 nodata: Optional[float] = None, descriptions: Optional[Sequence[str]] = None,
-                 tags: Optional[dict] = None, band_tags: Optional[dict] = None) -> Path:
-    count, height, width = data.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-                   transform=transform or from_origin(330000, 5822040, 10, 10), nodata=nodata)
-    if crs is not None:
-        profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for i, desc in enumerate(descriptions or [], start=1):
-            dst.set_band_description(i, desc)
-        if tags:
-            dst.update_tags(**tags)
-        for i, btags in (band_tags or {}).items():
-            dst.update_tags(i, **btags)
-    return path
 
 
 def layout_stack(names: Sequence[str], height: int = 12, width: int = 16) -> np.ndarray:

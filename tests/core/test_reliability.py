@@ -30,6 +30,7 @@ from core.model import save_model
 from core.predict import PredictOptions, predict_scene
 from core.raster import Scene, open_scene
 from tests.core.test_predict import pointwise_network
+from tests.fakedata import write_raster
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
@@ -52,18 +53,6 @@ def dn_scene(height: int, width: int, bands: int = 10, seed: int = 0) -> np.ndar
     return np.stack(out).astype(np.uint16)
 
 
-def write_tif(path: Path, data: np.ndarray, *, nodata: Optional[float] = None,
-              descriptions: Optional[Sequence[str]] = None, **profile_extra) -> Path:
-    count, height, width = data.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
-                   crs="EPSG:32633", transform=from_origin(330000, 5822040, 10, 10), nodata=nodata, **profile_extra)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for i, d in enumerate(descriptions or [], start=1):
-            dst.set_band_description(i, d)
-    return Path(path)
-
-
 def band_files(folder: Path, height: int = 48, width: int = 48) -> list[Path]:
     """Single-band GeoTIFFs of one 'granule', named by band (…_B02.tif), on their native grids."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -73,10 +62,7 @@ def band_files(folder: Path, height: int = 48, width: int = 48) -> list[Path]:
         data = np.full((1, height * 10 // res, width * 10 // res), 1000 + 100 * k, np.uint16)
         label = "B8A" if name == "B8A" else f"B{int(name[1:]):02d}"
         path = folder / f"T33UUU_20220301T101101_{label}.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=1,
-                           dtype="uint16", crs="EPSG:32633", transform=from_origin(330000, 5822040, res, res)) as d:
-            d.write(data)
-        paths.append(path)
+        paths.append(write_raster(path, data, transform=from_origin(330000, 5822040, res, res)))
     return paths
 
 
@@ -89,7 +75,7 @@ def model(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def long_scene(tmp_path_factory) -> str:
     """A scene that takes seconds to map with --tile-size 16 --overlap 0 --batch-size 1 (1024 tiles)."""
-    return str(write_tif(tmp_path_factory.mktemp("long") / "long.tif", dn_scene(512, 512)))
+    return str(write_raster(tmp_path_factory.mktemp("long") / "long.tif", dn_scene(512, 512)))
 
 
 LONG_RUN = ["--tile-size", "16", "--overlap", "0", "--batch-size", "1"]
@@ -147,7 +133,7 @@ def read1(path) -> np.ndarray:
 
 
 def test_truncated_geotiff_is_damaged_input(tmp_path, model):
-    src = write_tif(tmp_path / "scene.tif", dn_scene(200, 200, bands=13))
+    src = write_raster(tmp_path / "scene.tif", dn_scene(200, 200, bands=13))
     data = src.read_bytes()
     bad = tmp_path / "truncated.tif"
     bad.write_bytes(data[: len(data) // 2])
@@ -159,7 +145,7 @@ def test_truncated_geotiff_is_damaged_input(tmp_path, model):
 
 
 def test_read_failure_during_the_tiles_is_damaged_input(tmp_path, model, monkeypatch):
-    src = write_tif(tmp_path / "scene.tif", dn_scene(64, 64))
+    src = write_raster(tmp_path / "scene.tif", dn_scene(64, 64))
     real_read = Scene.read
     calls = []
 
@@ -188,7 +174,7 @@ def build_vrt(vrt: Path, sources: Sequence[Path]) -> Path:
 
 def test_vrt_with_a_missing_source_names_it(tmp_path, model):
     (tmp_path / "data").mkdir()
-    src = write_tif(tmp_path / "data" / "bands.tif", dn_scene(40, 40, bands=13), descriptions=L1C)
+    src = write_raster(tmp_path / "data" / "bands.tif", dn_scene(40, 40, bands=13), descriptions=L1C)
     vrt = build_vrt(tmp_path / "scene.vrt", [src])
     src.unlink()
     out = tmp_path / "out"
@@ -202,7 +188,7 @@ def test_vrt_with_a_missing_source_names_it(tmp_path, model):
 
 
 def test_output_may_not_replace_the_source_of_an_input_vrt(tmp_path, model):
-    src = write_tif(tmp_path / "bands.tif", dn_scene(40, 40, bands=13), descriptions=L1C)
+    src = write_raster(tmp_path / "bands.tif", dn_scene(40, 40, bands=13), descriptions=L1C)
     before = src.read_bytes()
     vrt = build_vrt(tmp_path / "scene.vrt", [src])
     proc = cli(vrt, "--hse", src, "--lcz", tmp_path / "lcz.tif", "--model", model, "--overwrite")
@@ -215,7 +201,7 @@ def test_output_may_not_replace_the_source_of_an_input_vrt(tmp_path, model):
 @pytest.mark.parametrize("how", ["link_to_source", "nested_vrt", "relative_source"])
 def test_output_may_not_replace_a_file_behind_the_input(tmp_path, model, how):
     (tmp_path / "data").mkdir()
-    src = write_tif(tmp_path / "data" / "bands.tif", dn_scene(40, 40, bands=13), descriptions=L1C)
+    src = write_raster(tmp_path / "data" / "bands.tif", dn_scene(40, 40, bands=13), descriptions=L1C)
     before = src.read_bytes()
     vrt = build_vrt(tmp_path / "data" / "scene.vrt", [src])
     source, target = vrt, src
@@ -265,7 +251,7 @@ def test_output_may_not_replace_a_band_file_of_a_safe_product(tmp_path, model):
 def test_8bit_display_values_are_refused(tmp_path, model):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (13, 60, 60)).astype(np.uint8)       # a colour-stretched 13-band export
-    src = write_tif(tmp_path / "display.tif", data)
+    src = write_raster(tmp_path / "display.tif", data)
     out = tmp_path / "out"
     proc = cli(src, "--hse", out / "hse.tif", "--lcz", out / "lcz.tif", "--model", model)
     assert_clean_failure(proc, 2, re.escape(DISPLAY_MESSAGE), "display.tif", "original bands")
@@ -312,7 +298,7 @@ def test_reflectance_and_percent_give_the_maps_of_dn(tmp_path, model, kind):
     values = (dn / 10000).astype(np.float32) if kind == "reflectance" else (dn / 100).astype(np.float32)
     maps = []
     for name, data in (("dn", dn), (kind, values)):
-        src = write_tif(tmp_path / f"{name}.tif", data)
+        src = write_raster(tmp_path / f"{name}.tif", data)
         result = predict_scene(str(src), str(tmp_path / name / "hse.tif"), str(tmp_path / name / "lcz.tif"),
                                model_path=model)
         maps.append((read1(result.hse_path), read1(result.lcz_path), " ".join(result.messages)))
@@ -326,7 +312,7 @@ def test_reflectance_and_percent_give_the_maps_of_dn(tmp_path, model, kind):
 
 
 def test_open_scene_records_the_value_scale(tmp_path):
-    src = write_tif(tmp_path / "pct.tif", (dn_scene(30, 30) / 100).astype(np.float32))
+    src = write_raster(tmp_path / "pct.tif", (dn_scene(30, 30) / 100).astype(np.float32))
     with open_scene(src) as scene:
         assert scene.value_scale.kind == "percent" and scene.scale == 100
         assert np.all(scene.offsets == 0)
@@ -339,7 +325,7 @@ def test_open_scene_records_the_value_scale(tmp_path):
 
 @pytest.mark.parametrize("offset", ["nan", "inf", "-1e9"])
 def test_unusable_offset_is_refused(tmp_path, model, offset):
-    src = write_tif(tmp_path / "scene.tif", dn_scene(30, 30))
+    src = write_raster(tmp_path / "scene.tif", dn_scene(30, 30))
     out = tmp_path / "out"
     proc = cli(src, "--hse", out / "hse.tif", "--lcz", out / "lcz.tif", "--model", model, f"--offset={offset}")
     assert_clean_failure(proc, 2, r"--offset", "finite number", "-1000")
@@ -348,7 +334,7 @@ def test_unusable_offset_is_refused(tmp_path, model, offset):
 
 def test_unusable_offsets_from_metadata_are_refused(tmp_path):
     src = tmp_path / "scene.tif"
-    write_tif(src, dn_scene(20, 20))
+    write_raster(src, dn_scene(20, 20))
     with rasterio.open(src, "r+") as ds:
         ds.update_tags(RADIO_ADD_OFFSET="nan")
     with pytest.raises(InputError, match="DN offsets of 'scene.tif' are not usable"):
@@ -372,7 +358,7 @@ def _limit_file_size(limit: int):
 @pytest.mark.parametrize("stage", ["early", "late", "cog"])
 def test_write_failure_is_an_error_and_leaves_nothing(tmp_path, model, stage):
     # 600 x 520 px: the HSE map is 300 rows, one block row of 256 stored while mapping, the rest at the end.
-    src = write_tif(tmp_path / "scene.tif", dn_scene(600, 520, seed=3))
+    src = write_raster(tmp_path / "scene.tif", dn_scene(600, 520, seed=3))
 
     def hse_size(**options) -> int:
         ref = tmp_path / f"ref{len(options)}"
@@ -427,7 +413,7 @@ def test_next_run_removes_the_temporaries_of_a_killed_run(tmp_path, model, long_
     assert len(stale) == 2
     unrelated = out / ".other.0123abcd.tmp.tif"  # a temporary of other output names: not ours to remove
     unrelated.write_bytes(b"x")
-    small = write_tif(tmp_path / "small.tif", dn_scene(40, 40))
+    small = write_raster(tmp_path / "small.tif", dn_scene(40, 40))
     done = cli(small, *outputs, "--model", model)
     assert done.returncode == 0, done.stderr
     assert "Removed 2 temporary file(s)" in done.stderr
@@ -509,7 +495,7 @@ def test_second_run_on_the_same_outputs_is_refused(tmp_path, model, long_scene):
 def test_output_lock_in_process(tmp_path, model):
     from core.outputs import OutputLock, plan_outputs
 
-    src = write_tif(tmp_path / "scene.tif", dn_scene(30, 30))
+    src = write_raster(tmp_path / "scene.tif", dn_scene(30, 30))
     plan = plan_outputs(str(tmp_path / "o" / "hse.tif"), str(tmp_path / "o" / "lcz.tif"))
     with OutputLock(plan) as lock:
         assert lock.acquired and (tmp_path / "o" / ".hse.tif.urbanmtl-lock").exists()
@@ -525,7 +511,7 @@ def test_output_lock_in_process(tmp_path, model):
 
 
 def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path, model):
-    src = write_tif(tmp_path / "scene.tif", dn_scene(30, 30))
+    src = write_raster(tmp_path / "scene.tif", dn_scene(30, 30))
     proc = start_cli(src, "--hse", tmp_path / "hse.tif", "--lcz", tmp_path / "lcz.tif", "--model", model)
 
     def tensorflow_loading() -> bool:

@@ -3,6 +3,7 @@ model the engine cannot honour."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import os
@@ -69,18 +70,78 @@ def test_contract_values():
     assert (spec.DEFAULT_TILE_SIZE, spec.DEFAULT_OVERLAP) == (256, 32) and spec.DN_SCALE == 10000
 
 
-def test_modules_that_still_hold_a_copy_agree_with_the_contract():
-    """core.bands, core.input_checks, core.lcz, core.export and the output writer keep their own names for
-    these values (other owners); until they read core.spec, they must agree with it."""
-    from core import bands, export, input_checks, lcz, outputs
+#: Other names of core.spec's facts, kept where they are used (as floats): core.bands' and core.input_checks'.
+_ALIASES = {"QUANTIFICATION_VALUE": "DN_SCALE", "BASELINE_04_OFFSET": "BASELINE_OFFSET", "DN_SCALE": "DN_SCALE"}
 
-    assert bands.MODEL_BANDS == spec.MODEL_BANDS
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    return {id(n.body[0].value) for n in nodes
+            if n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def _second_definitions(path: Path) -> list[str]:
+    """Where `path` states one of core.spec's facts itself: a literal assigned to one of spec's names (or an alias),
+    the lock suffix in a string, or a regular expression of the temporaries' names."""
+    facts = {name for name in vars(spec) if name.isupper()} | set(_ALIASES)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = _docstrings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            targets, value = [], None
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in facts:
+                try:
+                    ast.literal_eval(value)
+                except ValueError:
+                    continue                                 # computed from core.spec (or from something else)
+                found.append(f"{target.id} = {ast.unparse(value)}")
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                and (spec.LOCK_SUFFIX in node.value or r"\.tmp" in node.value)):
+            found.append(repr(node.value))
+    return [f"{path.relative_to(REPO)}: {what}" for what in found]
+
+
+def test_no_module_but_spec_states_the_contract():
+    """core.spec states each fact once: no other module of core/, ui/ or plugin.py assigns a literal to one of its
+    names, writes the lock suffix or builds the temporaries' name pattern itself (names kept for old importers
+    are read from core.spec)."""
+    modules = sorted((REPO / "core").rglob("*.py")) + sorted((REPO / "ui").glob("*.py")) + [REPO / "plugin.py"]
+    found = [line for path in modules if path != REPO / "core" / "spec.py" for line in _second_definitions(path)]
+    assert found == []
+    # The LCZ legend's GDAL category names (.aux.xml) have one writer too, which core.export uses.
+    assert [p for p in modules if "<CategoryNames>" in p.read_text(encoding="utf-8")] == [
+        REPO / "core" / "output_writer.py"]
+
+
+def test_old_names_still_read_the_contract():
+    from core import bands, export, input_checks, lcz, outputs, output_plan
+
+    assert bands.MODEL_BANDS is spec.MODEL_BANDS and lcz.NUM_CLASSES == spec.NUM_CLASSES
     assert bands.QUANTIFICATION_VALUE == input_checks.DN_SCALE == spec.DN_SCALE
+    assert isinstance(bands.QUANTIFICATION_VALUE, float) and isinstance(bands.BASELINE_04_OFFSET, float)
     assert bands.BASELINE_04_OFFSET == spec.BASELINE_OFFSET
-    assert lcz.NUM_CLASSES == spec.NUM_CLASSES
-    assert export.MAJORITY_SIZES == spec.MAJORITY_SIZES and export.LCZ_NODATA == spec.LCZ_NODATA
-    assert outputs.FLOAT_NODATA == spec.FLOAT_NODATA and outputs.RASTER_SUFFIXES == spec.RASTER_SUFFIXES
+    assert export.MAJORITY_SIZES is spec.MAJORITY_SIZES and export.LCZ_NODATA == outputs.LCZ_NODATA == spec.LCZ_NODATA
+    assert outputs.FLOAT_NODATA == spec.FLOAT_NODATA and output_plan.RASTER_SUFFIXES is spec.RASTER_SUFFIXES
     assert outputs.LOCK_SUFFIX == spec.LOCK_SUFFIX
+
+
+def test_temporary_names_match_their_pattern():
+    from core.temporaries import temporary_name
+
+    final = Path("/out/map.v2.tif")
+    tmp = temporary_name(final)
+    pattern = spec.temporary_pattern(final)
+    for name in (tmp.name, tmp.name.replace(".tmp.tif", ".tmp.cog.tif"), tmp.name + ".aux.xml"):
+        assert pattern.match(name), name
+    assert tmp.parent == final.parent and tmp.name.startswith(".map.v2.")
+    for other in ("map.v2.tif", ".map.v2.1234567.tmp.tif", ".map.v2.0123abcd.tmp.tiff", ".map.0123abcd.tmp.tif"):
+        assert not pattern.match(other), other
 
 
 # --- the card check ---

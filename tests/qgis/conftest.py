@@ -140,17 +140,11 @@ def synthetic_dn(height: int, width: int, bands: int, seed: int = 0) -> np.ndarr
 
 def write_geotiff(path: Path, dn: np.ndarray, descriptions=None, *, pixel: float = 10.0,
                   origin=(330000.0, 5822040.0), crs: str = "EPSG:32633") -> Path:
-    """Write `dn` (bands, height, width) as a tiled GeoTIFF on a `pixel` m grid with optional band names."""
-    import rasterio
-    from rasterio.transform import from_origin
+    """Write `dn` (bands, height, width) as a GeoTIFF with nodata 0 on a `pixel` m grid with optional band names
+    (tests.fakedata.write_raster)."""
+    from tests.fakedata import scene_transform, write_raster
 
-    bands, height, width = dn.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=bands, dtype=dn.dtype.name, crs=crs,
-                   transform=from_origin(origin[0], origin[1], pixel, pixel), nodata=0)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(dn)
-        for index, name in enumerate(descriptions or (), start=1):
-            dst.set_band_description(index, name)
+    write_raster(path, dn, crs, scene_transform(origin, pixel), nodata=0, descriptions=descriptions)
     return path
 
 
