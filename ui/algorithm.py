@@ -111,8 +111,16 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Sentinel-2 image")))
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, tr("Extent to map (empty = the whole image)"), optional=True))
+        for parameter in self._advanced_parameters():
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self._add_outputs()
 
-        advanced = [
+    def _advanced_parameters(self) -> list:
+        """Band choice, model, tiling, device, batch size, DN offset, COG, majority filter, Python: the dialog's
+        Advanced Parameters, in this order."""
+        tr = self.tr
+        return [
             QgsProcessingParameterBand(
                 self.BANDS, tr("Bands {order}, in this order (empty = from band names or count)").format(
                     order=", ".join(MODEL_BANDS)),
@@ -151,10 +159,9 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
                 # "*.*" would ask for a file name ending, which /usr/bin/python3 has not.
                 fileFilter=tr("Python interpreters (python*);;All files (*)")),
         ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
 
+    def _add_outputs(self) -> None:
+        tr = self.tr
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_HSE, tr("Settlement density (HSE, 20 m)")))
         self.addParameter(QgsProcessingParameterRasterDestination(

@@ -41,25 +41,11 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
     feedback.pushInfo(tr("Engine: {python} ({source})").format(python=interpreter.path, source=interpreter.source))
 
     run = engine.EngineRun(interpreter, params, env, feedback.isCanceled, module=module, cleanup=cleanup)
-    result: Optional[dict[str, Any]] = None
-    error: Optional[dict[str, Any]] = None
+    ended: dict[str, dict[str, Any]] = {}        # the "result" or "error" event that ended the run
     try:
         run.start()
         for event in run.events():
-            kind = event.get("event")
-            if kind == "progress":
-                feedback.setProgress(float(event.get("percent", 0.0)))
-            elif kind == "log":
-                feedback.pushInfo(user_text(str(event.get("message", ""))))
-            elif kind == "ready":
-                feedback.pushInfo(tr("TensorFlow {version} on {device}").format(
-                    version=event.get("tensorflow", "?"), device=event.get("device", "?")))
-            elif kind == "result":
-                result = event
-            elif kind == "error":
-                error = event
-            else:
-                feedback.pushDebugInfo(str(event.get("message", event)))
+            _show(event, feedback, ended)
     except engine.EngineCancelled as exc:
         raise QgsProcessingException(str(exc)) from None
     except engine.EngineError as exc:
@@ -69,6 +55,7 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
         if run.process is not None and run.process.poll() is None:
             run.stop()
 
+    result, error = ended.get("result"), ended.get("error")
     if error is not None:
         if error.get("kind") == "missing":
             module_name = error.get("module")
@@ -87,3 +74,19 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
             "The urbanmtl engine ({python}) stopped without a result (exit status {code}). Its last output:\n"
             "{tail}").format(python=interpreter.path, code=run.returncode, tail=tail[-2000:] or "-"))
     return result
+
+
+def _show(event: dict[str, Any], feedback: QgsProcessingFeedback, ended: dict[str, dict[str, Any]]) -> None:
+    """One JSON event of the engine to the dialog: progress bar, log line, or the run's result/error."""
+    kind = event.get("event")
+    if kind == "progress":
+        feedback.setProgress(float(event.get("percent", 0.0)))
+    elif kind == "log":
+        feedback.pushInfo(user_text(str(event.get("message", ""))))
+    elif kind == "ready":
+        feedback.pushInfo(tr("TensorFlow {version} on {device}").format(
+            version=event.get("tensorflow", "?"), device=event.get("device", "?")))
+    elif kind in ("result", "error"):
+        ended[kind] = event
+    else:
+        feedback.pushDebugInfo(str(event.get("message", event)))

@@ -89,57 +89,11 @@ def open_datasets(spec: str | os.PathLike, patch_size: int = 128) -> list[Datase
 def detect_format(path: Path) -> str:
     """The format of an existing file or folder, from its content; UrbanMTLError listing what was found."""
     if path.is_dir():
-        if (path / SHARED_EUROSAT).is_file() or (path / SHARED_SCENE_DIR / SHARED_SCENE_IMAGE).is_file() \
-                or (path / SHARED_SCENE_IMAGE).is_file():
-            return "shared"
-        if scene_manifests(path):
-            return "scenes"
-        names = sorted(p.name for p in path.iterdir())[:12]
-        raise UrbanMTLError(
-            f"Cannot tell what kind of data the folder '{path}' holds (it contains: "
-            f"{', '.join(names) or 'nothing'}). Supported formats: {_supported()}. Give a file, or force a "
-            f"format with FORMAT:PATH."
-        )
+        return _folder_format(path)
     if h5py.is_hdf5(path):
-        try:
-            with h5py.File(path, "r") as f:
-                keys = sorted(f.keys())
-                shapes = {k: tuple(f[k].shape) for k in keys if isinstance(f[k], h5py.Dataset)}
-        except OSError as exc:
-            raise UrbanMTLError(f"Cannot read the HDF5 file '{path}' ({exc}). Check that it is complete.") \
-                from None
-        if "x" in keys and "lcz_prob" in keys:
-            return "eurosat"
-        if "sen2" in keys and "label" in keys:
-            return "so2sat"
-        if "x" in keys and ("y_0" in keys or "y_1" in keys):
-            return "authors"
-        found = ", ".join(f"{k} {shapes.get(k, '(group)')}" for k in keys) or "no datasets"
-        raise UrbanMTLError(
-            f"Unknown format: the HDF5 file '{path}' holds {found}, which matches no supported format. "
-            f"Supported formats: {_supported()}. Rename the datasets or force a format with FORMAT:PATH."
-        )
-    with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    text = None
-    if b"\x00" not in head:
-        try:
-            text = head.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-    if text is not None:
-        try:
-            content = parse_manifest_text(text, str(path))
-        except UrbanMTLError:
-            content = None
-        if isinstance(content, dict) and "image" in content:
-            return "scene"
-        if isinstance(content, dict):
-            raise UrbanMTLError(
-                f"Unknown format: '{path}' is a YAML/JSON mapping with keys {', '.join(map(str, content))} but "
-                f"no 'image' key. A scene manifest needs 'image:' and at least one reference; supported "
-                f"formats: {_supported()}."
-            )
+        return _hdf5_format(path)
+    if _is_scene_manifest(path):
+        return "scene"
     raster = _raster_summary(path)
     if raster:
         raise UrbanMTLError(
@@ -150,6 +104,64 @@ def detect_format(path: Path) -> str:
         f"Unknown format: '{path}' is neither HDF5 nor a YAML/JSON scene manifest nor a raster. Supported "
         f"formats: {_supported()}."
     )
+
+
+def _folder_format(path: Path) -> str:
+    if (path / SHARED_EUROSAT).is_file() or (path / SHARED_SCENE_DIR / SHARED_SCENE_IMAGE).is_file() \
+            or (path / SHARED_SCENE_IMAGE).is_file():
+        return "shared"
+    if scene_manifests(path):
+        return "scenes"
+    names = sorted(p.name for p in path.iterdir())[:12]
+    raise UrbanMTLError(
+        f"Cannot tell what kind of data the folder '{path}' holds (it contains: "
+        f"{', '.join(names) or 'nothing'}). Supported formats: {_supported()}. Give a file, or force a "
+        f"format with FORMAT:PATH."
+    )
+
+
+def _hdf5_format(path: Path) -> str:
+    try:
+        with h5py.File(path, "r") as f:
+            keys = sorted(f.keys())
+            shapes = {k: tuple(f[k].shape) for k in keys if isinstance(f[k], h5py.Dataset)}
+    except OSError as exc:
+        raise UrbanMTLError(f"Cannot read the HDF5 file '{path}' ({exc}). Check that it is complete.") \
+            from None
+    if "x" in keys and "lcz_prob" in keys:
+        return "eurosat"
+    if "sen2" in keys and "label" in keys:
+        return "so2sat"
+    if "x" in keys and ("y_0" in keys or "y_1" in keys):
+        return "authors"
+    found = ", ".join(f"{k} {shapes.get(k, '(group)')}" for k in keys) or "no datasets"
+    raise UrbanMTLError(
+        f"Unknown format: the HDF5 file '{path}' holds {found}, which matches no supported format. "
+        f"Supported formats: {_supported()}. Rename the datasets or force a format with FORMAT:PATH."
+    )
+
+
+def _is_scene_manifest(path: Path) -> bool:
+    """True for a YAML/JSON mapping with an 'image' key; UrbanMTLError for a mapping without one."""
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if b"\x00" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    try:
+        content = parse_manifest_text(text, str(path))
+    except UrbanMTLError:
+        return False
+    if isinstance(content, dict) and "image" not in content:
+        raise UrbanMTLError(
+            f"Unknown format: '{path}' is a YAML/JSON mapping with keys {', '.join(map(str, content))} but "
+            f"no 'image' key. A scene manifest needs 'image:' and at least one reference; supported "
+            f"formats: {_supported()}."
+        )
+    return isinstance(content, dict)
 
 
 def _raster_summary(path: Path) -> str:
