@@ -160,7 +160,7 @@ def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8
     split) and by bench/table1.py. Returns the dict `evaluate` documents, without writing anything.
     """
     from .data import iterate_batches, steps_per_epoch
-    from .model import predict_batch
+    from .inference import predict_batch
 
     data = [spec for spec, _ in opened]
     total = sum(steps_per_epoch([d], batch_size, training=False) for _, d in opened)

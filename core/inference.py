@@ -63,3 +63,16 @@ class NetworkRunner:
             out = self._fn(self._tf.constant(batch, dtype=self._tf.float32))
             hse, lcz = np.asarray(out["hse"])[..., 0], np.asarray(out["lcz"])
         return hse, lcz
+
+
+def predict_batch(network: Any, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the inference network on a batch (B, H, W, 10) float32 reflectance (H, W multiples of 8).
+
+    Returns numpy {"hse": (B, H/2, W/2) 0..1, "lcz": (B, H/2, W/2, 17) probabilities}, the tasks the
+    model has.
+    """
+    out = network(np.asarray(image, dtype=np.float32), training=False)
+    result = {k: np.asarray(v) for k, v in out.items()}
+    if "hse" in result:
+        result["hse"] = result["hse"][..., 0]
+    return result

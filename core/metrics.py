@@ -244,7 +244,7 @@ def upsample_codes(codes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class MetricAccumulator:
     """Streams batches into confusion matrices and error sums; never keeps the pixels.
 
-    Batch conventions (core.data and core.model.predict_batch):
+    Batch conventions (core.data and core.inference.predict_batch):
     - y = {"hse": (B, H/2, W/2, 1) fractions, NaN = no reference; "lcz": (B, H, W, 17) probabilities at 10 m,
       an all-zero row = no reference}; either key may be missing.
     - pred = {"hse": (B, H/2, W/2) or (B, H/2, W/2, 1) fractions; "lcz": (B, H/2, W/2, 17) probabilities at 20 m}.

@@ -389,16 +389,3 @@ def load_model(path: Optional[str | os.PathLike] = None) -> LoadedModel:
             f"Sentinel-2 bands {', '.join(MODEL_BANDS)}. Train a model with in_bands=10."
         )
     return LoadedModel(network=network, card=card, path=path)
-
-
-def predict_batch(network: keras.Model, image: np.ndarray) -> dict[str, np.ndarray]:
-    """Run the inference network on a batch (B, H, W, 10) float32 reflectance (H, W multiples of 8).
-
-    Returns numpy {"hse": (B, H/2, W/2) 0..1, "lcz": (B, H/2, W/2, 17) probabilities}, the tasks the
-    model has.
-    """
-    out = network(np.asarray(image, dtype=np.float32), training=False)
-    result = {k: np.asarray(v) for k, v in out.items()}
-    if "hse" in result:
-        result["hse"] = result["hse"][..., 0]
-    return result

@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 
 from core.evaluate import _SceneLabelTally, default_confusion_png, evaluate, main  # noqa: E402
 from core.metrics import confusion_matrix, hse_metrics  # noqa: E402
-from core.model import ModelConfig, base_card, build_networks, predict_batch, save_model  # noqa: E402
+from core.inference import predict_batch  # noqa: E402
+from core.model import ModelConfig, base_card, build_networks, save_model  # noqa: E402
 
 SHARED_EUROSAT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eurosat" / "eurosat_s2_teacher.h5"
 N, SIZE = 4, 32

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from core.errors import UrbanMTLError
-from core.model import (VARIANTS, ModelConfig, base_card, build_networks, count_parameters, load_model,
-                        predict_batch, save_model)
+from core.inference import predict_batch
+from core.model import VARIANTS, ModelConfig, base_card, build_networks, count_parameters, load_model, save_model
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
