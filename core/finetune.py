@@ -26,9 +26,8 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from .errors import UrbanMTLError
 from .finetune_setup import (  # noqa: F401 - the options, defaults and set-up steps, importable from here too
@@ -161,9 +160,8 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
         f"{prepared['split']['n_train']} polygons" + (" and the start model's map around them" if opts.replay
                                                      else "") + " ...")
     trained_at = time.perf_counter()
-    with _tolerant_loss_plot():
-        train(finetune_config(opts, manifests, start_model, epochs, patch),
-              callbacks=_training_callback(_step(progress, "training"), log))
+    train(finetune_config(opts, manifests, start_model, epochs, patch),
+          callbacks=_training_callback(_step(progress, "training"), log))
     trained = time.perf_counter()
     log("Mapping the image with the fine-tuned model ...")
     maps = {"before": before, "after": map_scene(opts, str(out), "after", out, log, _step(progress, "after"))}
@@ -181,28 +179,6 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
     if progress is not None:
         progress(100.0)
     return result
-
-
-@contextmanager
-def _tolerant_loss_plot() -> Iterator[None]:
-    """core.train draws loss_curve.png from log.csv after writing the model; without validation data Keras 3's
-    CSVLogger fills the val_* columns with 'NA', which that plot cannot parse. Until core.train skips them, a
-    failed plot is not a failed run (the model and its card are already written)."""
-    from . import train as train_module
-
-    original = train_module._plot_losses
-
-    def plot(log: Path, png: Path) -> None:
-        try:
-            original(log, png)
-        except ValueError:
-            pass
-
-    train_module._plot_losses = plot
-    try:
-        yield
-    finally:
-        train_module._plot_losses = original
 
 
 def _settings(opts: FinetuneOptions, start_model: str, epochs: int, per_epoch: int, patch: int) -> dict[str, Any]:

@@ -78,20 +78,16 @@ def _image_grid(opts: FinetuneOptions) -> dict[str, Any]:
                 "bounds": tuple(bounds), "name": scene.name}
 
 
-def _crs_label(crs: Any) -> str:
-    epsg = crs.to_epsg() if crs is not None else None
-    return f"EPSG:{epsg}" if epsg else str(crs)[:60]
-
-
 def prepare_areas(opts: FinetuneOptions, out: Path, log: Log) -> dict[str, Any]:
     """Read, check, split and write the training areas; returns what the later steps need."""
     from .training_areas import (check_inside, class_table, pixel_counts, read_training_areas, split_areas,
                                  write_areas)
+    from .input_grid import crs_label
     from .lcz import LETTERS
 
     grid = _image_grid(opts)
     areas = read_training_areas(opts.polygons, opts.field, grid["crs"], opts.layer)
-    check_inside(areas, grid["bounds"], _crs_label(grid["crs"]))
+    check_inside(areas, grid["bounds"], crs_label(grid["crs"]))
     train, test = split_areas(areas, opts.test_share, opts.seed)
     out.mkdir(parents=True, exist_ok=True)
     write_areas(train, out / "train_areas.gpkg", grid["crs"])

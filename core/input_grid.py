@@ -65,14 +65,17 @@ def warp_to_utm(ds, name: str, stack: ExitStack):
                                         resampling=Resampling.bilinear, src_nodata=ds.nodata, nodata=nodata))
     res = ds.res
     what = "degrees" if ds.crs.is_geographic else (ds.crs.linear_units or "units")
-    note = (f"{name}: pixels are {res[0]:.6g} x {res[1]:.6g} {what} in {_crs_label(ds.crs)}; warping on the "
-            f"fly to 10 m in {_crs_label(utm)} (bilinear). The outputs are on that grid.")
+    note = (f"{name}: pixels are {res[0]:.6g} x {res[1]:.6g} {what} in {crs_label(ds.crs)}; warping on the "
+            f"fly to 10 m in {crs_label(utm)} (bilinear). The outputs are on that grid.")
     return vrt, note
 
 
-def _crs_label(crs: CRS) -> str:
+def crs_label(crs: Optional[CRS]) -> str:
+    """A short name of `crs` for messages: EPSG:code when it has one."""
+    if crs is None:
+        return "no CRS"
     epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else (crs.to_string()[:60] or "an unnamed CRS")
+    return f"EPSG:{epsg}" if epsg else (crs.to_string()[:80] or "an unnamed CRS")
 
 
 def scene_window(ds, extent: Optional[Sequence[float]], extent_crs: Optional[str], original_crs: CRS,
@@ -104,9 +107,9 @@ def scene_window(ds, extent: Optional[Sequence[float]], extent_crs: Optional[str
     if cr1 <= cr0 or cc1 <= cc0:
         b = ds.bounds
         raise UrbanMTLError(
-            f"The extent ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) in {_crs_label(src_crs)} lies outside the "
+            f"The extent ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) in {crs_label(src_crs)} lies outside the "
             f"input {name}, which covers {b.left:.0f}..{b.right:.0f} x {b.bottom:.0f}..{b.top:.0f} in "
-            f"{_crs_label(ds.crs)}. Choose an extent that overlaps the raster, or leave it out."
+            f"{crs_label(ds.crs)}. Choose an extent that overlaps the raster, or leave it out."
         )
     if (cr0, cc0, cr1, cc1) != (r0, c0, r1, c1):
         messages.append(f"The extent reaches beyond {name}; it was clipped to the raster.")

@@ -91,6 +91,9 @@ def plot_losses(log: Path, png: Path) -> None:
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in [k for k in rows[0] if k.endswith("loss")]:
+        # Without validation data Keras's CSVLogger writes 'NA' in the val_* columns: nothing to draw there.
+        if any(r[key] in ("", "NA") for r in rows):
+            continue
         ax.plot(epochs, [float(r[key]) for r in rows], label=key, linestyle="--" if key.startswith("val_") else "-")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")

@@ -20,10 +20,11 @@ import numpy as np
 from .config import TrainConfig
 from .errors import UrbanMTLError
 from .run_folder import LOG_FILE, STATE_FILE, open_run_folder, remove_new_files, truncate_log, write_state
-from .run_folder import plot_losses as _plot_losses  # looked up here at run time: core.finetune swaps it
+from .run_folder import plot_losses as _plot_losses
 from .train_cli import build_parser, main
 from .train_data import batches as _batches  # looked up here at run time: tests swap it
-from .train_data import check_tasks, open_all, scene_key_matches, split_datasets, tf_dataset
+from .data.batches import generator_dataset
+from .train_data import check_tasks, open_all, scene_key_matches, split_datasets
 
 __all__ = ["train", "main", "build_parser", "split_datasets", "scene_key_matches", "STATE_FILE", "LOG_FILE"]
 
@@ -232,8 +233,9 @@ def _fit(plan: _Plan, trainer, progress: dict[str, bool], callbacks: Sequence[An
     cfg, state = plan.cfg, plan.state
     monitor = "val_loss" if plan.val_sets else "loss"
     state["monitor"] = monitor
-    train_ds = tf_dataset(lambda: _batches(plan.train_sets, cfg, plan.start, True), cfg.in_bands)
-    val_ds = tf_dataset(lambda: _batches(plan.val_sets, cfg, 0, False), cfg.in_bands) if plan.val_sets else None
+    train_ds = generator_dataset(lambda: _batches(plan.train_sets, cfg, plan.start, True), cfg.in_bands)
+    val_ds = (generator_dataset(lambda: _batches(plan.val_sets, cfg, 0, False), cfg.in_bands)
+              if plan.val_sets else None)
     samples = sum(len(d) for d in plan.train_sets)
     print(f"Training {cfg.variant} (base width {plan.model_cfg.base_width}) on {samples} samples/epoch "
           f"({plan.steps} steps), validating on {plan.val_steps} batches; run folder {plan.run}")

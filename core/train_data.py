@@ -90,15 +90,3 @@ def batches(datasets, cfg: TrainConfig, start_epoch: int, training: bool) -> Ite
         yield from iterate_batches(datasets, cfg.batch_size, training=True, seed=seed, epoch=epoch,
                                    augment=cfg.augment, spectral_jitter=cfg.spectral_jitter, mix=cfg.mix_batches)
         epoch += 1
-
-
-def tf_dataset(make_iter, bands: int):
-    """A tf.data.Dataset over the batches `make_iter()` yields, prefetching 2."""
-    import tensorflow as tf
-
-    sig = (
-        {"image": tf.TensorSpec((None, None, None, bands), tf.float32)},
-        {"hse": tf.TensorSpec((None, None, None, 1), tf.float32),
-         "lcz": tf.TensorSpec((None, None, None, 17), tf.float32)},
-    )
-    return tf.data.Dataset.from_generator(make_iter, output_signature=sig).prefetch(2)

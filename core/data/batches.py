@@ -128,8 +128,6 @@ def tf_dataset(
     gets its own order. Element structure: ({"image": (None,None,None,10)}, {"hse": (None,None,None,1),
     "lcz": (None,None,None,17)}) float32.
     """
-    import tensorflow as tf
-
     _check_args(datasets, batch_size)
     datasets = list(datasets)
 
@@ -137,12 +135,19 @@ def tf_dataset(
         yield from iterate_batches(datasets, batch_size, training=training, seed=seed, epoch=int(epoch_fn()),
                                    augment=augment, spectral_jitter=spectral_jitter)
 
+    return generator_dataset(generate)
+
+
+def generator_dataset(make_iter: Callable[[], Iterator[Batch]], bands: int = NUM_BANDS) -> "tf.data.Dataset":
+    """A tf.data.Dataset over the batches `make_iter()` yields ((image, hse, lcz) as above), prefetching 2."""
+    import tensorflow as tf
+
     signature = (
-        {"image": tf.TensorSpec((None, None, None, NUM_BANDS), tf.float32)},
+        {"image": tf.TensorSpec((None, None, None, bands), tf.float32)},
         {"hse": tf.TensorSpec((None, None, None, 1), tf.float32),
          "lcz": tf.TensorSpec((None, None, None, NUM_CLASSES), tf.float32)},
     )
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+    return tf.data.Dataset.from_generator(make_iter, output_signature=signature).prefetch(2)
 
 
 def _mixed_batches(datasets: Sequence[Dataset], plans: list[list], rngs: list, rng: np.random.Generator,

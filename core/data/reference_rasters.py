@@ -25,6 +25,7 @@ from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from ..errors import UrbanMTLError
+from ..input_grid import crs_label
 from ..lcz import normalize_codes
 
 #: Source pixels read beyond the window on every side, so kernels near the window edge see full support.
@@ -47,14 +48,6 @@ def open_raster(path: str | Path, what: str) -> rasterio.io.DatasetReader:
             f"Cannot open the {what} '{path}' as a raster ({exc}). Give a GeoTIFF, VRT or another raster "
             f"GDAL can read."
         ) from None
-
-
-def crs_label(crs: Optional[CRS]) -> str:
-    """A short name of `crs` for messages: EPSG:code when it has one."""
-    if crs is None:
-        return "no CRS"
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_string()[:80]
 
 
 class RasterReference:
