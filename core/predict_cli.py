@@ -76,11 +76,24 @@ _stop_received: Optional[int] = None
 
 
 def _stop(signum, frame) -> None:
+    """Raise Interrupted where that unwinds cleanly: in urbanmtl's own Python code. Interrupted inside a library
+    (TensorFlow's C++ calling back into Python, rasterio's Cython checking a dtype), the exception comes out as
+    another error or as an 'Exception ignored' traceback; there the stop is only recorded, and the next batch
+    (_raise_if_stopped, between batches) or the end of a deferring section (core.signals) raises it."""
     global _stop_received
     _stop_received = signum
     if defer_signal(signum):      # outputs are being renamed, or a batch is in TensorFlow: stop right after
         return
+    if frame is not None and not str(frame.f_globals.get("__name__", "")).startswith("core."):
+        return
     raise Interrupted(signum)
+
+
+def _raise_if_stopped() -> bool:
+    """The run's is_cancelled check, between batches: a recorded stop signal is raised here."""
+    if _stop_received is not None:
+        raise Interrupted(_stop_received)
+    return False
 
 
 def _install_stop_handlers() -> dict:
@@ -156,7 +169,7 @@ def _run(args: argparse.Namespace, console: _Console) -> Any:
         return predict_scene(
             source, args.hse, args.lcz, confidence_path=args.confidence, stats_path=args.stats,
             model_path=args.model, options=options, progress=console.progress, log=console.log,
-            umep_path=args.umep, w2w_path=args.w2w, majority=args.majority,
+            is_cancelled=_raise_if_stopped, umep_path=args.umep, w2w_path=args.w2w, majority=args.majority,
         )
 
 
@@ -224,6 +237,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _ignore_stop_signals()
         remove_temporaries()
         _restore_handlers(previous)
+    if _stop_received is not None:    # recorded inside a library after the last batch: the outputs are complete
+        return console.fail(str(Interrupted(_stop_received, f"interrupted after the outputs were complete: "
+                                                          f"{result.hse_path} and {result.lcz_path} were written.")),
+                            128 + _stop_received)
     console.close()
     _print_stats(result.stats)
     return 0
