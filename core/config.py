@@ -23,6 +23,9 @@ class TrainConfig:
                                        # name or its part before the first '_' (a city: 'rio' = rio_20171011).
                                        # With val_scenes, scenes of a manifest folder are never split by area.
     mix_batches: bool = True           # batches mix samples of every dataset (same patch size needed)
+    balance: str = "area"              # windows per epoch of the scenes of a folder of manifests (cities):
+                                       # "area" = in proportion to each scene's area; "scene" = the same number
+                                       # for every scene (their total unchanged); other datasets: by area
     init_from: str = ""                # fine-tune: start from this model's weights (model.keras or run folder);
                                        # the architecture (variant, widths) is then the start model's
     variant: str = "mtl_learned_p2f"

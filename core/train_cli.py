@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, help="share split off for validation when no --val-data is "
                    "given (default 0.2)")
     p.add_argument("--split-seed", type=int, help="seed of that split (default 0), independent of --seed")
+    p.add_argument("--balance", choices=["area", "scene"],
+                   help="windows per epoch of the scenes of a folder of manifests: in proportion to their area "
+                        "(default) or the same for every scene")
     p.add_argument("--variant", help="hse, lcz, mtl_equal, mtl_learned, mtl_learned_p2f (default), mtl_no_cbam")
     p.add_argument("--base-width", type=int, help="base number of filters f (default 16)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 100)")

@@ -55,6 +55,23 @@ def split_datasets(datasets: list, cfg: TrainConfig) -> tuple[list, list]:
     return train_sets, val_sets
 
 
+BALANCES = ("area", "scene")
+
+
+def balance_scenes(datasets: list, balance: str) -> None:
+    """With balance "scene", every training scene that came from a folder of manifests (a city) gets the same
+    number of windows per epoch, their total unchanged (the sum of their areas in windows); "area" leaves every
+    dataset at its area. Patch files and single scenes always keep their area."""
+    if balance not in BALANCES:
+        raise UrbanMTLError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}.")
+    scenes = [d for d in datasets if getattr(d, "group", None) is not None]
+    if balance == "area" or not scenes:
+        return
+    share = max(1, round(sum(len(d) for d in scenes) / len(scenes)))
+    for d in scenes:
+        d.epoch_windows = share
+
+
 def check_tasks(model_cfg, datasets, fine_tuning: bool = False) -> None:
     """Each task of the variant needs a reference somewhere in the data; when fine-tuning, a task without one
     keeps the start model's head (its loss is masked out)."""

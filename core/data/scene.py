@@ -64,6 +64,7 @@ class SceneDataset(Dataset):
         self.name = spec.name
         self.path = spec.source
         self.group = group                 # the folder of manifests this scene came from, if any
+        self.epoch_windows: Optional[int] = None  # training windows per epoch; None: by area (or polygons)
         self.patch_size = int(patch_size)
         self.subset: Optional[str] = None
         self.split_info: Optional[dict[str, Any]] = None
@@ -140,6 +141,8 @@ class SceneDataset(Dataset):
     # --- sampling ---
 
     def __len__(self) -> int:
+        if self.epoch_windows is not None:   # set by core.train_data.balance_scenes
+            return self.epoch_windows
         by_area = max(1, math.ceil(self.area_px() / self.patch_size ** 2))
         centres = self._polygon_centres()
         if centres is None:
@@ -266,6 +269,7 @@ class SceneDataset(Dataset):
         part.spec = replace(self.spec)
         part.blocks = list(blocks)
         part._centres = None
+        part.epoch_windows = None
         part.subset = subset if self.subset is None else f"{self.subset}/{subset}"
         part.split_info = info
         part._open_references(check=False)

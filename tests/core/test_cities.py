@@ -111,6 +111,33 @@ def test_mixed_batches_hold_samples_of_several_scenes(tmp_path):
     assert mixed >= 1
 
 
+def test_balance_scene_gives_every_city_scene_the_same_windows_and_keeps_patch_files_by_area(folder, tmp_path):
+    from core.train_data import balance_scenes
+
+    eurosat = fakedata.make_eurosat_h5(tmp_path / "eurosat.h5", n=10)
+    datasets = open_datasets(eurosat, patch_size=32) + open_datasets(folder, patch_size=32)
+    by_area = [len(d) for d in datasets]
+    assert len(set(by_area[1:])) == 3          # the three fake cities differ in size
+    balance_scenes(datasets, "area")
+    assert [len(d) for d in datasets] == by_area
+    balance_scenes(datasets, "scene")
+    share = round(sum(by_area[1:]) / 3)
+    assert [len(d) for d in datasets] == [by_area[0], share, share, share]
+    batches = list(iterate_batches(datasets, 4, training=True, seed=0, epoch=0, mix=True))
+    assert sum(x["image"].shape[0] for x, _ in batches) == by_area[0] + 3 * share
+    part, _ = datasets[3].split(0.5, 0)     # gamma, 96 px: two blocks of 64 px
+    assert part.epoch_windows is None and len(part) == max(1, int(np.ceil(part.area_px() / 32 ** 2)))
+    with pytest.raises(UrbanMTLError, match="balance must be one of area, scene"):
+        balance_scenes(datasets, "city")
+
+
+def test_balance_is_checked_before_any_data_is_read(tmp_path):
+    from core.train import train
+
+    with pytest.raises(UrbanMTLError, match="balance must be one of area, scene, got 'cities'"):
+        train(TrainConfig(data=[str(tmp_path / "nowhere")], out=str(tmp_path / "run"), balance="cities"))
+
+
 @pytest.mark.skipif(not CITIES.exists(), reason="../shared/data/cities is not available")
 def test_aligned_reference_windows_equal_gdal_warping(monkeypatch):
     """The shared references lie on the image's 20 m grid: their windows skip GDAL's warper, with the same
