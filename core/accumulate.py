@@ -144,7 +144,8 @@ class StripAccumulator:
             conf[:, cc0:cc1] = np.where(cell_valid, np.max(mean, axis=-1), FLOAT_NODATA)
             if self.stats is not None:
                 hse_sum = _cell_sums(np.where(valid20, hse, 0.0), k5)
-                self.stats.add(codes[:, cc0:cc1], i10 * self.pixel_area_m2, hse_sum, np.where(cell_valid, n20, 0))
+                self.stats.add(codes[:, cc0:cc1], i10 * self.pixel_area_m2, hse_sum, np.where(cell_valid, n20, 0),
+                               at=(self.top // CELL, cc0))
             self.valid_pixels += int(count2.sum())
         if self.outputs is not None:
             self.outputs.write("hse", self.top, hse_rows)

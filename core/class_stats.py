@@ -6,7 +6,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -24,15 +24,41 @@ class ClassStats:
     hse_sum: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES + 1, dtype=np.float64))
     hse_count: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES + 1, dtype=np.int64))
 
-    def add(self, codes: np.ndarray, area_m2: np.ndarray, hse_sum: np.ndarray, hse_count: np.ndarray) -> None:
+    #: Per-cell area, HSE sum and HSE count of the whole 100 m grid, kept when `keep_cells` gives its (rows,
+    #: columns): a majority filter changes cells' classes after the map is written, and `recount` then tallies
+    #: the filtered map from them.
+    keep_cells: Optional[tuple[int, int]] = None
+
+    def __post_init__(self) -> None:
+        self._cells: Optional[tuple[np.ndarray, ...]] = None
+        if self.keep_cells is not None:
+            shape = tuple(int(n) for n in self.keep_cells)
+            self._cells = (np.zeros(shape, np.float64), np.zeros(shape, np.float64), np.zeros(shape, np.int64))
+
+    def add(self, codes: np.ndarray, area_m2: np.ndarray, hse_sum: np.ndarray, hse_count: np.ndarray,
+            at: tuple[int, int] = (0, 0)) -> None:
         """codes (h, w) uint8 0..17 of finished cells; per cell: in-scene area (m2), sum and count of the
-        valid 20 m HSE values inside it. Code 0 (nodata) is tallied in slot 0 and not reported."""
+        valid 20 m HSE values inside it. Code 0 (nodata) is tallied in slot 0 and not reported. `at`: the
+        (row, column) of codes[0, 0] on the 100 m grid (needed with keep_cells)."""
         flat = codes.ravel().astype(np.int64)
         n = NUM_CLASSES + 1
         self.cells += np.bincount(flat, minlength=n)
         self.area_m2 += np.bincount(flat, weights=area_m2.ravel(), minlength=n)
         self.hse_sum += np.bincount(flat, weights=hse_sum.ravel(), minlength=n)
         self.hse_count += np.bincount(flat, weights=hse_count.ravel(), minlength=n).astype(np.int64)
+        if self._cells is not None:
+            (r, c), (h, w) = at, codes.shape
+            for table, values in zip(self._cells, (area_m2, hse_sum, hse_count)):
+                table[r:r + h, c:c + w] = values
+
+    def recount(self, codes: np.ndarray) -> "ClassStats":
+        """The statistics of the same cells with the classes `codes` (the whole 100 m grid, e.g. after a
+        majority filter), from the per-cell values kept with keep_cells."""
+        if self._cells is None or codes.shape != self._cells[0].shape:
+            raise ValueError("recount needs keep_cells set to the shape of the codes")
+        again = ClassStats()
+        again.add(codes, *self._cells)
+        return again
 
     def rows(self) -> list[dict]:
         """One dict per LCZ class (all 17, in code order): code, letter, name, cells, area_km2 (the cells'

@@ -42,6 +42,8 @@ import numpy as np
 
 from . import __version__
 from .accumulate import FLUSH_COLUMNS, Cancelled, StripAccumulator, _cell_sums, _read_batch, run_tiles  # noqa: F401
+from .atomic import atomic_write
+from .class_stats import write_stats_csv
 from .errors import UrbanMTLError
 from .export import check_exports, export_lcz
 from .inference import NetworkRunner, select_device
@@ -178,7 +180,7 @@ def _say_exports(exports: dict, say: Callable[[str], None]) -> None:
     if exports.get("majority"):
         size = exports["majority"]
         say(f"Majority filter {size}x{size}: {exports['changed_cells']} cell(s) of the LCZ map changed class (the "
-            f"area statistics count the map before filtering).")
+            f"area statistics count the filtered map).")
     written = [exports[k] for k in ("umep", "w2w") if exports.get(k)]
     if written:
         say(f"Wrote {', '.join(written)}.")
@@ -219,10 +221,12 @@ def _model_and_layout(scene: Scene, model_path: Optional[str], options: PredictO
 
 def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, options: PredictOptions, plan: Any,
                lock: OutputLock, progress: Optional[Callable[[float], None]],
-               is_cancelled: Optional[Callable[[], bool]]) -> tuple[list[dict], StripAccumulator]:
-    """Run every tile into the outputs and commit them: (the LCZ class rows, the accumulator)."""
+               is_cancelled: Optional[Callable[[], bool]], keep_cells: bool = False
+               ) -> tuple[ClassStats, StripAccumulator]:
+    """Run every tile into the outputs and commit them: (the LCZ class statistics, the accumulator). keep_cells:
+    the statistics keep their per-cell values, to be recounted after a majority filter (_recount)."""
     grid20, grid100 = _grids(scene)
-    stats = ClassStats()
+    stats = ClassStats(keep_cells=(grid100.height, grid100.width) if keep_cells else None)
     tags = {"SOFTWARE": f"urbanmtl {__version__}", "URBANMTL_INPUT": scene.name,
             "URBANMTL_MODEL": str(loaded.path), "URBANMTL_SCHEME": options.scheme,
             "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap)}
@@ -233,9 +237,21 @@ def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, optio
             run_tiles(scene, layout, runner, accumulator, options.batch_size, progress, is_cancelled)
         except READ_ERRORS as exc:   # outputs raise OutputError, so this is the input failing mid-way
             raise damaged_input_error(scene.name, exc) from None
-        rows = stats.rows()
-        out.commit(rows)
-    return rows, accumulator
+        out.commit(stats.rows())
+    return stats, accumulator
+
+
+def _recount(plan: Any, stats: ClassStats) -> list[dict]:
+    """The class rows of the majority-filtered LCZ map (read back from plan.lcz), also written over the
+    statistics CSV when there is one, so that the table describes the map the user gets."""
+    import rasterio
+
+    with rasterio.open(plan.lcz) as ds:
+        rows = stats.recount(ds.read(1)).rows()
+    if plan.stats:
+        with atomic_write(plan.stats, fsync=True) as tmp:
+            write_stats_csv(tmp, rows)
+    return rows
 
 
 def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confidence_path: Optional[str] = None,
@@ -279,12 +295,15 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
         _say_opened(lock, scene, say)
         check_outputs_apart(plan, scene.files)
         device, loaded, options, layout = _model_and_layout(scene, model_path, options, say)
-        rows, accumulator = _map_tiles(scene, layout, loaded, device, options, plan, lock, progress, is_cancelled)
-        exports: dict = {}
+        stats, accumulator = _map_tiles(scene, layout, loaded, device, options, plan, lock, progress,
+                                        is_cancelled, keep_cells=bool(majority))
+        rows, exports = stats.rows(), {}
         if exporting:
             # Still under the output lock; a stop signal waits for the exports (a 100 m map: a fraction of a second).
             with _critical_section(f"{plan.lcz} and its exports are written."):
                 exports = export_lcz(plan.lcz, umep_path, w2w_path, majority, overwrite=options.overwrite)
+                if majority:
+                    rows = _recount(plan, stats)
             _say_exports(exports, say)
         warped = scene.warped
         valid_share = accumulator.valid_pixels / (scene.height * scene.width)

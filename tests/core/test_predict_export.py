@@ -66,6 +66,37 @@ def test_cli_writes_umep_and_w2w_copies_of_the_majority_filtered_map(tmp_path, s
     assert np.array_equal(read(tmp_path / "copies" / "umep.tif")[0], to_umep_codes(unfiltered))
 
 
+def test_the_statistics_of_a_majority_filtered_run_count_the_filtered_map(tmp_path, scene, model):
+    import csv
+
+    from core.predict import PredictOptions, predict_scene
+
+    def table(path: Path) -> dict[int, tuple[int, float, str]]:
+        with open(path, newline="") as fh:
+            return {int(r["code"]): (int(r["cells"]), float(r["area_km2"]), r["mean_hse"]) for r in csv.DictReader(fh)}
+
+    options = PredictOptions(tile_size=32, overlap=8)
+    runs = {}
+    for name, size in (("plain", 0), ("filtered", 3)):
+        out = tmp_path / name
+        out.mkdir()
+        runs[name] = predict_scene(scene, str(out / "hse.tif"), str(out / "lcz.tif"), stats_path=str(out / "s.csv"),
+                                   model_path=model, options=options, majority=size)
+    plain, filtered = table(tmp_path / "plain" / "s.csv"), table(tmp_path / "filtered" / "s.csv")
+    lcz = read(tmp_path / "filtered" / "lcz.tif")[0]
+    counts = np.bincount(lcz.ravel(), minlength=18)
+    assert {code: row[0] for code, row in filtered.items()} == {code: int(counts[code]) for code in range(1, 18)}
+    assert filtered != plain and [r["cells"] for r in runs["filtered"].stats] == list(counts[1:])
+    # Cells only change class: the area and the mean HSE of the whole map stay those of the unfiltered run.
+    area = sum(row[1] for row in filtered.values())
+    assert area == pytest.approx(sum(row[1] for row in plain.values()), abs=1e-3)
+    weighted = [(r["cells"], r["mean_hse"]) for r in runs["filtered"].stats if r["mean_hse"] is not None]
+    plain_weighted = [(r["cells"], r["mean_hse"]) for r in runs["plain"].stats if r["mean_hse"] is not None]
+    mean = sum(n * m for n, m in weighted) / sum(n for n, _ in weighted)
+    assert mean == pytest.approx(sum(n * m for n, m in plain_weighted) / sum(n for n, _ in plain_weighted), abs=0.02)
+    assert "count the filtered map" in " ".join(runs["filtered"].messages)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--umep", "{out}/umep.png"], "must be a GeoTIFF"),
     (["--w2w", "{out}/lcz.tif"], "would replace the LCZ map itself"),
