@@ -187,7 +187,8 @@ def _settings(opts: FinetuneOptions, start_model: str, epochs: int, per_epoch: i
             "windows_per_epoch": per_epoch, "seed": opts.seed, "test_share": opts.test_share,
             "learning_rate": opts.learning_rate,
             "lr_decay": f"x{LR_DECAY} every {max(1, int(round(epochs / LR_DECAYS)))} epochs",
-            "patch_size": patch, "batch_size": BATCH_SIZE, "replay": opts.replay}
+            "patch_size": patch, "batch_size": BATCH_SIZE, "replay": opts.replay,
+            "bands": list(opts.bands) if opts.bands else None, "offset": opts.offset}
 
 
 def _note_in_card(out: Path, result: dict[str, Any]) -> None:

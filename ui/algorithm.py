@@ -36,7 +36,7 @@ from ..core import spec
 from ..core.spec import MODEL_BANDS
 from . import styles
 from .help import README_PATH, help_html
-from .layers import band_mismatches, band_names, layer_band_descriptions, layer_file  # noqa: F401 - re-exported
+from .layers import band_mismatches, band_names, chosen_bands, layer_band_descriptions, layer_file  # noqa: F401 - re-exported
 from .run_engine import run_engine, tr, user_text  # noqa: F401 - re-exported (ui.train_algorithm, tests)
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icons", "urbanmtl.svg")
@@ -215,14 +215,7 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
     def _bands(self, parameters: dict[str, Any], context: QgsProcessingContext, layer: QgsRasterLayer,
                feedback: QgsProcessingFeedback) -> Optional[list[str]]:
         """The band names the user chose (None: from the file), warning where they contradict the layer's."""
-        selected = self.parameterAsInts(parameters, self.BANDS, context)
-        if not selected:
-            return None
-        descriptions = layer_band_descriptions(layer)
-        for conflict in band_mismatches(selected, descriptions):
-            feedback.pushWarning(self.tr("Bands: {conflict}. Check the order of the chosen bands.").format(
-                conflict=conflict))
-        return band_names(selected, descriptions)
+        return chosen_bands(self.parameterAsInts(parameters, self.BANDS, context), layer, feedback.pushWarning)
 
     def _options(self, parameters: dict[str, Any], context: QgsProcessingContext, layer: QgsRasterLayer,
                  bands: Optional[list[str]]) -> dict[str, Any]:

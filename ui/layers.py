@@ -60,6 +60,17 @@ def band_mismatches(selected: list[int], descriptions: list[Optional[str]]) -> l
     return conflicts
 
 
+def chosen_bands(selected: list[int], layer: QgsRasterLayer, warn) -> Optional[list[str]]:
+    """The band names of the BANDS choice `selected` (1-based numbers; empty: None, the engine reads them from
+    the file), each conflict with the layer's own band names passed to `warn` (e.g. feedback.pushWarning)."""
+    if not selected:
+        return None
+    descriptions = layer_band_descriptions(layer)
+    for conflict in band_mismatches(selected, descriptions):
+        warn(tr("Bands: {conflict}. Check the order of the chosen bands.").format(conflict=conflict))
+    return band_names(selected, descriptions)
+
+
 def layer_band_descriptions(layer: QgsRasterLayer) -> list[Optional[str]]:
     """The description of every band of `layer` (None where the file gives none), from GDAL via QGIS."""
     provider = layer.dataProvider()

@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -36,7 +37,7 @@ from ..core import finetune_worker, spec
 from ..core.finetune import MAX_EPOCHS
 from .algorithm import ICON_PATH
 from .help import README_PATH
-from .layers import layer_file
+from .layers import chosen_bands, layer_file
 from .run_engine import run_engine, user_text
 
 #: The README section this algorithm's help links to.
@@ -98,6 +99,7 @@ class TrainFromPolygonsAlgorithm(QgsProcessingAlgorithm):
     FIELD = "FIELD"
     MODEL = "MODEL"
     EPOCHS = "EPOCHS"
+    BANDS = "BANDS"
     OFFSET = "OFFSET"
     PYTHON = "PYTHON"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
@@ -154,6 +156,10 @@ class TrainFromPolygonsAlgorithm(QgsProcessingAlgorithm):
             self.EPOCHS, tr("Epochs (0 = automatic)"), QgsProcessingParameterNumber.Integer, 0, optional=True,
             minValue=0, maxValue=MAX_EPOCHS))
         advanced = [
+            QgsProcessingParameterBand(
+                self.BANDS, tr("Bands {order}, in this order (empty = from band names or count)").format(
+                    order=", ".join(spec.MODEL_BANDS)),
+                None, self.INPUT, optional=True, allowMultiple=True),
             QgsProcessingParameterNumber(
                 self.OFFSET, tr("DN offset to use instead of the product metadata's (e.g. -1000)"),
                 QgsProcessingParameterNumber.Double, None, optional=True, minValue=-spec.DN_SCALE,
@@ -210,6 +216,7 @@ class TrainFromPolygonsAlgorithm(QgsProcessingAlgorithm):
             "image": image, "polygons": polygons, "field": field, "out": out,
             "model": self.parameterAsFile(parameters, self.MODEL, context) or None,
             "epochs": epochs or None, "layer": polygon_layer,
+            "bands": chosen_bands(self.parameterAsInts(parameters, self.BANDS, context), layer, feedback.pushWarning),
             "offset": None if parameters.get(self.OFFSET) in (None, "")
             else self.parameterAsDouble(parameters, self.OFFSET, context),
         }

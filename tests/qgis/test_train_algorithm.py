@@ -65,17 +65,35 @@ def test_a_selection_of_a_memory_layer_is_what_is_trained_on(city, tiny_model, t
         out = tmp_path / "run"
         result = processing.run(ALGORITHM_ID, {
             "INPUT": str(city["image"]), "POLYGONS": QgsProcessingFeatureSourceDefinition(layer.id(), True),
-            "FIELD": "lcz", "MODEL": str(tiny_model), "EPOCHS": 1, "OUTPUT_FOLDER": str(out)})
+            "FIELD": "lcz", "MODEL": str(tiny_model), "EPOCHS": 1, "BANDS": list(range(1, 11)),
+            "OUTPUT_FOLDER": str(out)})
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
     # The two unselected polygons (class 'X') were left out, or the run would have failed on them.
     accuracy = json.loads((out / "accuracy.json").read_text())
     assert accuracy["split"]["n_train"] + accuracy["split"]["n_test"] == len(good) == 6
     assert accuracy["settings"]["polygons"].endswith(".gpkg")      # the selection, copied to a GeoPackage
+    # BANDS (Advanced) reaches the engine as one name per band of the file, as in the mapping algorithm.
+    assert accuracy["settings"]["bands"] == ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"]
     assert result["MODEL_PATH"] == str(out / "model.keras") and (out / "model.keras").is_file()
     assert result["REPORT"] == str(out / "accuracy.html") and result["OUTPUT_FOLDER"] == str(out)
     assert result["OA_BEFORE"] == pytest.approx(accuracy["before"]["oa"])
     assert result["OA_AFTER"] == pytest.approx(accuracy["after"]["oa"])
+
+
+def test_a_wrong_band_choice_is_refused_before_any_work(city, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from tests.e2e.test_train_from_polygons import write_areas
+
+    areas = tmp_path / "areas.gpkg"
+    write_areas(areas, city["squares"], city["crs"])
+    out = tmp_path / "run"
+    with pytest.raises(QgsProcessingException, match="Bands: 3 band\\(s\\) were chosen, but the model needs exactly 10"):
+        processing.run(ALGORITHM_ID, {"INPUT": str(city["image"]), "POLYGONS": str(areas), "FIELD": "lcz",
+                                      "BANDS": [1, 2, 3], "OUTPUT_FOLDER": str(out)})
+    assert not out.exists()
 
 
 def test_cancel_during_training_removes_the_run_folder(city, tiny_model, tmp_path):
