@@ -195,8 +195,12 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 def write_report(result: dict[str, Any], path: str | Path) -> Path:
     """A self-contained HTML page (no external file) of an accuracy result (see core.finetune)."""
     split, settings = result["split"], result.get("settings", {})
+    refit = settings.get("refit")
+    tested = settings.get("tested_model") if refit else None
     facts = [("image", settings.get("image")), ("training areas", settings.get("polygons")),
-             ("start model", settings.get("start_model")), ("fine-tuned model", settings.get("model")),
+             ("start model", settings.get("start_model")), ("fine-tuned model (tested here)", tested),
+             ("final model (trained on all polygons after the test)" if refit else "fine-tuned model",
+              settings.get("model")),
              ("epochs", settings.get("epochs")), ("test share", settings.get("test_share")),
              ("split seed", settings.get("seed")),
              ("polygons train / test", f"{split['n_train']} / {split['n_test']}"),
@@ -208,7 +212,10 @@ def write_report(result: dict[str, Any], path: str | Path) -> Path:
             f"<h2>Summary</h2>{_summary_table(result)}"
             "<p class=note>Scores on the 100 m cells whose centre lies inside a test polygon; test polygons were "
             "held out whole (stratified by class) and never trained on. Before = start model, after = fine-tuned "
-            "model, both mapped by the same engine.</p>"
+            "model, both mapped by the same engine."
+            + (f" The final model was then trained the same way on all {refit['polygons']} polygons, test "
+               "polygons included, so these figures measure the procedure; the final model cannot be tested on "
+               "polygons it has seen." if refit else "") + "</p>"
             f"<h2>Classes</h2>{_class_table(result)}<h2>Confusion matrices</h2><p class=note>Rows: reference (test "
             f"polygons), columns: map. Shading: share of the row.</p>"
             f"{_confusion_table(result['before']['confusion'], 'Before (start model)')}"

@@ -2,7 +2,7 @@
 whether it got better.
 
     python -m core.finetune --image S2.tif --polygons areas.gpkg --field lcz --out RUN \
-        [--model M] [--epochs N] [--seed S] [--test-share 0.3] [--no-replay]
+        [--model M] [--epochs N] [--seed S] [--test-share 0.3] [--no-replay] [--no-refit]
 
 Steps: the polygons (any OGR format and CRS; classes 1-17, 1-10/A-G or 101-107) are checked against the image and
 split WHOLE into train and test polygons, stratified by class (core.training_areas), and written in the image CRS
@@ -13,7 +13,10 @@ around the polygons) and, with replay (the default), on a second one whose LCZ r
 map with every cell touching a polygon blanked (RUN/replay_scene.yaml), so that what the user did not draw is not
 forgotten. There is no validation split: the test polygons are never used for training or for choosing a
 checkpoint. The image is mapped again with the fine-tuned model, and both 100 m LCZ maps are scored on the test
-polygons (core.accuracy): RUN/accuracy.json and RUN/accuracy.html.
+polygons (core.accuracy): RUN/accuracy.json and RUN/accuracy.html. With refit (the default, as the LCZ Generator
+maps with all training areas) that tested model is RUN/heldout, and the run's own model is then trained the same
+way on every polygon, train and test (RUN/all_areas.gpkg): the report measures the procedure, the model uses all
+the user drew. --no-refit keeps the tested model as the run's model.
 
 RUN is a normal run folder (model.keras + model_card.json, with the held-out accuracy under `fine_tuning`),
 usable as `core.predict --model RUN` and by the QGIS mapping algorithm; RUN/maps holds the LCZ maps of both models
@@ -31,8 +34,9 @@ from typing import Any, Optional
 
 from .errors import UrbanMTLError
 from .finetune_setup import (  # noqa: F401 - the options, defaults and set-up steps, importable from here too
-    _RUN_FILES, BATCH_SIZE, BOOTSTRAP_REPEATS, LEARNING_RATE, LR_DECAY, LR_DECAYS, MAX_EPOCHS, MIN_EPOCHS,
-    PATCH_SIZE, PROGRESS_STEPS, REPLAY, TRAIN_WINDOWS, FinetuneOptions, Log, Progress, auto_epochs,
+    _RUN_FILES, BATCH_SIZE, BOOTSTRAP_REPEATS, HELDOUT, LEARNING_RATE, LR_DECAY, LR_DECAYS, MAX_EPOCHS,
+    MIN_EPOCHS, NO_REFIT_STEPS, PATCH_SIZE, PROGRESS_STEPS, REFIT, REPLAY, TRAIN_WINDOWS, FinetuneOptions, Log,
+    Progress, auto_epochs,
     finetune_config, patch_size, prepare_areas, write_manifests,
 )
 
@@ -103,11 +107,11 @@ def evaluate(opts: FinetuneOptions, prepared: dict[str, Any], maps: dict[str, st
     return result
 
 
-def _step(progress: Optional[Progress], name: str) -> Optional[Progress]:
-    """`progress` for one step: the step's 0..100 scaled into its share PROGRESS_STEPS[name]."""
-    if progress is None:
+def _step(progress: Optional[Progress], share: Optional[tuple[float, float]]) -> Optional[Progress]:
+    """`progress` for one step: the step's 0..100 scaled into its `share` of the run (PROGRESS_STEPS)."""
+    if progress is None or share is None:
         return None
-    low, high = PROGRESS_STEPS[name]
+    low, high = share
     return lambda percent: progress(low + (high - low) * min(max(float(percent), 0.0), 100.0) / 100.0)
 
 
@@ -151,25 +155,31 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
     started = time.perf_counter()
     prepared = prepare_areas(opts, out, log)
     log("Mapping the image with the start model ...")
-    before = map_scene(opts, start_model, "before", out, log, _step(progress, "before"))
+    before = map_scene(opts, start_model, "before", out, log, _step(progress, PROGRESS_STEPS["before"]))
     manifests = write_manifests(opts, out, prepared, before if opts.replay else None)
     patch = patch_size(prepared["grid"], start_model)
     epochs, per_epoch = auto_epochs(manifests, patch)
     epochs = opts.epochs or epochs
+    steps = PROGRESS_STEPS if opts.refit else NO_REFIT_STEPS
+    tested = out / HELDOUT if opts.refit else out
     log(f"Fine-tuning {start_model} for {epochs} epochs of {per_epoch} windows of {patch} px on "
         f"{prepared['split']['n_train']} polygons" + (" and the start model's map around them" if opts.replay
                                                      else "") + " ...")
     trained_at = time.perf_counter()
-    train(finetune_config(opts, manifests, start_model, epochs, patch),
-          callbacks=_training_callback(_step(progress, "training"), log))
+    train(finetune_config(opts, manifests, start_model, epochs, patch, tested),
+          callbacks=_training_callback(_step(progress, steps["training"]), log))
     trained = time.perf_counter()
     log("Mapping the image with the fine-tuned model ...")
-    maps = {"before": before, "after": map_scene(opts, str(out), "after", out, log, _step(progress, "after"))}
+    maps = {"before": before, "after": map_scene(opts, str(tested), "after", out, log, _step(progress, steps["after"]))}
     result = evaluate(opts, prepared, maps)
+    scored = time.perf_counter()
+    refit = _refit(opts, out, prepared, before, start_model, patch, _step(progress, steps.get("refit")), log) \
+        if opts.refit else None
     done = time.perf_counter()
     result["seconds"] = {"training": round(trained - trained_at, 1), "preparing": round(trained_at - started, 1),
-                         "mapping_and_scoring": round(done - trained, 1), "total": round(done - started, 1)}
-    result["settings"] = _settings(opts, start_model, epochs, per_epoch, patch)
+                         "mapping_and_scoring": round(scored - trained, 1), "refit": round(done - scored, 1),
+                         "total": round(done - started, 1)}
+    result["settings"] = _settings(opts, start_model, epochs, per_epoch, patch, tested, refit)
     final = {key: result["after"][key] for key in ("oa", "oa_u", "oa_bu", "oa_w", "kappa")}
     final["confusion"] = result["after"]["confusion"]
     result = {**final, **result}
@@ -181,9 +191,29 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
     return result
 
 
-def _settings(opts: FinetuneOptions, start_model: str, epochs: int, per_epoch: int, patch: int) -> dict[str, Any]:
+def _refit(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], before: str, start_model: str, patch: int,
+           progress: Optional[Progress], log: Log) -> dict[str, Any]:
+    """Train the run folder's model from the start model on every polygon (RUN/all_areas.gpkg, the same replay);
+    returns its epochs and windows per epoch."""
+    from .train import train
+    from .training_areas import write_areas
+
+    areas = prepared["train"] + prepared["test"]
+    write_areas(areas, out / "all_areas.gpkg", prepared["grid"]["crs"])
+    manifests = write_manifests(opts, out, prepared, before if opts.replay else None, areas="all")
+    epochs, per_epoch = auto_epochs(manifests, patch)
+    epochs = opts.epochs or epochs
+    log(f"Training the final model on all {len(areas)} polygons (train and test) for {epochs} epochs of "
+        f"{per_epoch} windows ...")
+    train(finetune_config(opts, manifests, start_model, epochs, patch), callbacks=_training_callback(progress, log))
+    return {"polygons": len(areas), "epochs": epochs, "windows_per_epoch": per_epoch}
+
+
+def _settings(opts: FinetuneOptions, start_model: str, epochs: int, per_epoch: int, patch: int, tested: Path,
+              refit: Optional[dict[str, Any]]) -> dict[str, Any]:
     return {"image": str(opts.image), "polygons": str(opts.polygons), "field": opts.field,
-            "start_model": start_model, "model": str(Path(opts.out) / "model.keras"), "epochs": epochs,
+            "start_model": start_model, "model": str(Path(opts.out) / "model.keras"),
+            "tested_model": str(tested / "model.keras"), "refit": refit, "epochs": epochs,
             "windows_per_epoch": per_epoch, "seed": opts.seed, "test_share": opts.test_share,
             "learning_rate": opts.learning_rate,
             "lr_decay": f"x{LR_DECAY} every {max(1, int(round(epochs / LR_DECAYS)))} epochs",

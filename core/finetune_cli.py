@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{PATCH_SIZE} px, {MIN_EPOCHS}-{MAX_EPOCHS} epochs)")
     p.add_argument("--no-replay", dest="replay", action="store_false",
                    help="train on the polygons only, not also on the start model's map around them")
+    p.add_argument("--no-refit", dest="refit", action="store_false",
+                   help="keep the model trained on the train polygons as the run's model (default: once the test "
+                        "polygons are scored, train the run's model again on all polygons)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training (default 0)")
     p.add_argument("--test-share", type=float, default=0.3, help="share of each class's polygons held out for "
                    "testing (default 0.3)")
@@ -54,7 +57,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     opts = FinetuneOptions(image=args.image, polygons=args.polygons, field=args.field, out=args.out,
                            model=args.model, epochs=args.epochs, seed=args.seed, test_share=args.test_share,
                            layer=args.layer, bands=args.bands, offset=args.offset, learning_rate=args.learning_rate,
-                           replay=args.replay)
+                           replay=args.replay, refit=args.refit)
     try:
         result = finetune(opts, log=lambda text: print(text, flush=True))
     except UrbanMTLError as exc:

@@ -34,6 +34,10 @@ BATCH_SIZE = 8
 #: Replay: also train on the start model's own map away from the polygons, so classes the user did not draw are
 #: not forgotten (see write_manifests).
 REPLAY = True
+#: Refit: once the held-out test is scored, train again from the start model on every polygon (train and test),
+#: as the LCZ Generator maps with all training areas; the model of the run folder is that one, and the test
+#: figures are those of the same training on the train polygons only (RUN/heldout).
+REFIT = True
 BOOTSTRAP_REPEATS = 1000
 #: Files of a run folder that mean "a run is already there".
 _RUN_FILES = ("model.keras", "state.json", "accuracy.json")
@@ -41,8 +45,12 @@ _RUN_FILES = ("model.keras", "state.json", "accuracy.json")
 Log = Callable[[str], None]
 Progress = Callable[[float], None]
 #: Share of the run's progress (0..100) each step reports in, for a caller's progress bar: mapping with the start
-#: model, training (per batch), mapping with the fine-tuned model, then scoring up to 100.
-PROGRESS_STEPS = {"before": (1.0, 12.0), "training": (12.0, 88.0), "after": (88.0, 98.0)}
+#: model, training on the train polygons (per batch), mapping with that model, training on all polygons (refit),
+#: then writing the report up to 100. Without refit, "training" and "after" stretch over the refit's share.
+PROGRESS_STEPS = {"before": (1.0, 8.0), "training": (8.0, 50.0), "after": (50.0, 56.0), "refit": (56.0, 98.0)}
+NO_REFIT_STEPS = {"before": (1.0, 8.0), "training": (8.0, 90.0), "after": (90.0, 98.0)}
+#: The sub-folder of RUN holding the model trained on the train polygons only, when the run refits.
+HELDOUT = "heldout"
 
 
 @dataclass
@@ -63,6 +71,7 @@ class FinetuneOptions:
     learning_rate: float = LEARNING_RATE
     bootstrap: int = BOOTSTRAP_REPEATS
     replay: bool = REPLAY                  # also train on the start model's own map away from the polygons
+    refit: bool = REFIT                    # the final model trains on all polygons (see REFIT)
     extra: dict[str, Any] = field(default_factory=dict)   # further TrainConfig keys (tests, experiments)
 
 
@@ -117,14 +126,14 @@ def _manifest(opts: FinetuneOptions, path: Path, keys: dict[str, Any]) -> Path:
     return path
 
 
-def write_manifests(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], start_map: Optional[str]
-                    ) -> list[Path]:
-    """The scene manifests to train on (image, no HSE reference): the train polygons (train_scene.yaml) and,
-    with `start_map` (replay), the start model's LCZ map as a codes reference (replay_scene.yaml) in which every
-    100 m cell touching a training or test polygon is blanked, so the user's labels alone count there and the
-    test areas carry no label at all."""
-    manifests = [_manifest(opts, out / "train_scene.yaml",
-                           {"lcz_polygons": "train_areas.gpkg", "lcz_attribute": "lcz"})]
+def write_manifests(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], start_map: Optional[str],
+                    areas: str = "train") -> list[Path]:
+    """The scene manifests to train on (image, no HSE reference): the polygons of RUN/<areas>_areas.gpkg
+    (<areas>_scene.yaml; "train", or "all" for the refit) and, with `start_map` (replay), the start model's LCZ
+    map as a codes reference (replay_scene.yaml) in which every 100 m cell touching a training or test polygon
+    is blanked, so the user's labels alone count there and the test areas carry no label at all."""
+    manifests = [_manifest(opts, out / f"{areas}_scene.yaml",
+                           {"lcz_polygons": f"{areas}_areas.gpkg", "lcz_attribute": "lcz"})]
     if start_map is not None:
         import rasterio
 
@@ -169,7 +178,7 @@ def auto_epochs(manifests: list[Path], patch: int) -> tuple[int, int]:
 
 
 def finetune_config(opts: FinetuneOptions, manifests: list[Path], start_model: str, epochs: int,
-                    patch: int) -> Any:
+                    patch: int, out: Optional[Path] = None) -> Any:
     """The TrainConfig of a fine-tuning run: from the start model, a learning rate decaying LR_DECAYS times,
     no validation split (the test polygons stay unseen), no early stopping, the best checkpoint on training
     loss."""
@@ -179,7 +188,7 @@ def finetune_config(opts: FinetuneOptions, manifests: list[Path], start_model: s
         data=[f"scene:{m}" for m in manifests], val_data=[], val_fraction=0.0, init_from=start_model,
         patch_size=patch, batch_size=BATCH_SIZE, epochs=int(epochs), learning_rate=opts.learning_rate,
         lr_decay=LR_DECAY, lr_decay_every=max(1, int(round(epochs / LR_DECAYS))), patience=int(epochs) + 1,
-        seed=opts.seed, out=str(opts.out),
+        seed=opts.seed, out=str(out or opts.out),
     )
     values.update(opts.extra)
     return TrainConfig(**values)

@@ -5,12 +5,13 @@ protocol, stop handling and exit codes of core.worker (the QGIS algorithm urbanm
 
 PARAMS.json holds {"image": path, "polygons": path, "field": name, "out": run folder, "model": path or null,
 "epochs": n or null (automatic), "layer": name or null, "bands": [names] or null, "offset": number or null,
-"seed": 0, "test_share": 0.3}. Events: "ready", "progress" (0..100 over the whole run, core.finetune.
+"seed": 0, "test_share": 0.3, "refit": true}. Events: "ready", "progress" (0..100 over the whole run, core.finetune.
 PROGRESS_STEPS), "log", "error" as in core.worker, and last
 
     {"event": "result", "out": RUN, "model": RUN/model.keras, "report": RUN/accuracy.html,
      "accuracy": RUN/accuracy.json, "n_train": 4, "n_test": 2, "epochs": 5, "seconds": 61.2, "test_cells": 18,
-     "before": {"oa", "oa_u", "oa_bu", "oa_w", "kappa"}, "after": {...}, "oa_gain_95": [low, high] or null}.
+     "before": {"oa", "oa_u", "oa_bu", "oa_w", "kappa"}, "after": {...}, "oa_gain_95": [low, high] or null,
+     "refit": {"polygons", "epochs", "windows_per_epoch"} or null (the final model trained on all polygons)}.
 
 The output folder. It must be new or empty: a run never writes among other files, so nothing the user had is
 replaced. While the run writes, the folder holds a marker file, .urbanmtl-run, locked (fcntl) by the running
@@ -38,7 +39,7 @@ from .worker import EXIT_MISSING, EXIT_OK, Channel, exit_now, import_engine, ser
 #: The marker of a run in progress (or killed) in its output folder.
 MARKER = ".urbanmtl-run"
 PARAM_KEYS = ("image", "polygons", "field", "out", "model", "epochs", "layer", "bands", "offset", "seed",
-              "test_share")
+              "test_share", "refit")
 REQUIRED = ("image", "polygons", "field", "out")
 SCORES = ("oa", "oa_u", "oa_bu", "oa_w", "kappa")
 
@@ -199,7 +200,7 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
         epochs=result["settings"]["epochs"], test_cells=result["after"]["cells"],
         seconds=round(time.perf_counter() - started, 1), device=device,
         before={k: result["before"][k] for k in SCORES}, after={k: result["after"][k] for k in SCORES},
-        oa_gain_95=list(ci) if ci else None,
+        oa_gain_95=list(ci) if ci else None, refit=result["settings"].get("refit"),
     )
     return EXIT_OK
 

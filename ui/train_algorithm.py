@@ -255,6 +255,12 @@ class TrainFromPolygonsAlgorithm(QgsProcessingAlgorithm):
         if ci:
             feedback.pushInfo(self.tr("95 % interval of the gain (bootstrap over the test polygons): {low} to "
                                       "{high}.").format(low=f"{ci[0]:+.3f}", high=f"{ci[1]:+.3f}"))
+        refit = result.get("refit")
+        if refit:
+            feedback.pushInfo(self.tr(
+                "Then the final model was trained the same way on all {n} polygons, test polygons included "
+                "({epochs} epochs): the figures above measure the procedure.").format(
+                n=refit["polygons"], epochs=refit["epochs"]))
         feedback.pushInfo(user_text(self.tr(
             "Report: {report}. Trained model: {model} - give it as the Model of 'Map settlement density and local "
             "climate zones'.").format(report=result.get("report"), model=result.get("model"))))

@@ -265,6 +265,23 @@ def test_finetune_end_to_end_on_a_small_scene(tmp_path, capsys):
     assert (run / "model.keras").exists() and (run / "maps" / "lcz_after.tif").exists()
     page = (run / "accuracy.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "Confusion matrices" in page and "<script" not in page
+    # Refit (the default): the scores are those of RUN/heldout (train polygons only); RUN's own model was then
+    # trained on all six polygons, from the same start model.
+    settings = result["settings"]
+    assert settings["tested_model"] == str(run / "heldout" / "model.keras") and (run / "heldout" / "model.keras").exists()
+    assert settings["refit"]["polygons"] == 6 and settings["model"] == str(run / "model.keras")
+    with fiona.open(run / "all_areas.gpkg") as src:
+        assert {(f["properties"]["source"], f["properties"]["lcz"]) for f in src} == sides["train"] | sides["test"]
+    assert "all_areas.gpkg" in (run / "all_scene.yaml").read_text()
+    assert "trained the same way on all 6 polygons" in page
+    assert result["seconds"]["refit"] > 0
     # The run folder is taken: a second run into it is refused before any work.
     assert finetune.main(["--image", str(image), "--polygons", str(polygons), "--field", "klass",
                           "--out", str(run)]) == 2
+    # --no-refit: the tested model is the run's model.
+    plain = tmp_path / "plain"
+    assert finetune.main(["--image", str(image), "--polygons", str(polygons), "--field", "klass", "--out",
+                          str(plain), "--epochs", "1", "--seed", "3", "--no-refit"]) == 0
+    settings = json.loads((plain / "accuracy.json").read_text())["settings"]
+    assert settings["refit"] is None and settings["tested_model"] == settings["model"] == str(plain / "model.keras")
+    assert not (plain / "heldout").exists() and not (plain / "all_areas.gpkg").exists()
