@@ -241,6 +241,17 @@ def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, optio
     return stats, accumulator
 
 
+def _export(plan: Any, stats: ClassStats, umep_path: Optional[str], w2w_path: Optional[str], majority: int,
+            overwrite: bool, say: Callable[[str], None]) -> tuple[list[dict], dict]:
+    """The LCZ exports (core.export.export_lcz) of a written map: (the class rows, recounted after a majority
+    filter, and what export_lcz did). A stop signal waits for them (a 100 m map: a fraction of a second)."""
+    with _critical_section(f"{plan.lcz} and its exports are written."):
+        exports = export_lcz(plan.lcz, umep_path, w2w_path, majority, overwrite=overwrite)
+        rows = _recount(plan, stats) if majority else stats.rows()
+    _say_exports(exports, say)
+    return rows, exports
+
+
 def _recount(plan: Any, stats: ClassStats) -> list[dict]:
     """The class rows of the majority-filtered LCZ map (read back from plan.lcz), also written over the
     statistics CSV when there is one, so that the table describes the map the user gets."""
@@ -298,13 +309,8 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
         stats, accumulator = _map_tiles(scene, layout, loaded, device, options, plan, lock, progress,
                                         is_cancelled, keep_cells=bool(majority))
         rows, exports = stats.rows(), {}
-        if exporting:
-            # Still under the output lock; a stop signal waits for the exports (a 100 m map: a fraction of a second).
-            with _critical_section(f"{plan.lcz} and its exports are written."):
-                exports = export_lcz(plan.lcz, umep_path, w2w_path, majority, overwrite=options.overwrite)
-                if majority:
-                    rows = _recount(plan, stats)
-            _say_exports(exports, say)
+        if exporting:   # still under the output lock
+            rows, exports = _export(plan, stats, umep_path, w2w_path, majority, options.overwrite, say)
         warped = scene.warped
         valid_share = accumulator.valid_pixels / (scene.height * scene.width)
     seconds = time.perf_counter() - start

@@ -1,0 +1,67 @@
+"""Compare trained models on what the model card reports: the validation cities and the EuroSAT mosaic.
+
+    .venv/bin/python bench/compare_runs.py RUN [RUN ...] [--out runs/compare]
+
+RUN is a model (models/, a run folder of core.train). For each: its validation cities (the card's val_scenes,
+whole scenes mapped by the engine and scored per 100 m cell against the teacher, core.evaluate_maps) and the
+EuroSAT validation patches as islands and mirrored (bench/eurosat_mosaic.py). Prints one line per city and model,
+and writes OUT/<name>.json. Run by hand (2 CPU cores: about 1 minute a model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CITIES = REPO.parent / "shared" / "data" / "cities"
+
+
+def val_scenes(run: Path) -> list[str]:
+    from core.model import card_path_for, resolve_model_path
+
+    card = json.loads(card_path_for(resolve_model_path(str(run))).read_text())
+    return card["training"]["config"].get("val_scenes") or []
+
+
+def compare(run: Path, out: Path) -> dict:
+    from core.evaluate_maps import evaluate_scenes
+    from core.train import scene_key_matches
+
+    manifests = [str(m) for m in sorted(CITIES.glob("*.yaml")) if scene_key_matches(m.stem, val_scenes(run))]
+    cities = evaluate_scenes(str(run), manifests)
+    mosaic_dir = out / f"{run.name}_eurosat"
+    subprocess.run([sys.executable, str(REPO / "bench" / "eurosat_mosaic.py"), "--model", str(run), "--out",
+                    str(mosaic_dir)], check=True, capture_output=True)
+    mosaic = json.loads((mosaic_dir / "scores.json").read_text())
+    return {"model": str(run), "cities": cities, "eurosat_mosaic": mosaic}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default=str(REPO / "runs" / "compare"))
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for run in map(Path, a.runs):
+        result = compare(run, out)
+        (out / f"{run.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        for city in result["cities"]:
+            lcz, hse = city["lcz"], city["hse"]
+            print(f"{run.name:16s} {city['scene']:22s} LCZ OA {lcz['oa']:.3f}  built/natural "
+                  f"{lcz['built_natural_oa']:.3f}  built share {lcz['built_share_map']:.2f}/"
+                  f"{lcz['built_share_reference']:.2f}  HSE MAE {hse['mae']:.3f}", flush=True)
+        islands, mirrored = result["eurosat_mosaic"]["islands"], result["eurosat_mosaic"]["mirrored"]
+        print(f"{run.name:16s} EuroSAT mosaic built/natural per cell: islands {islands['built_natural_cells']:.3f}, "
+              f"mirrored {mirrored['built_natural_cells']:.3f}; human labels per patch "
+              f"{islands['human_built_natural_patches']:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
