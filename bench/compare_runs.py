@@ -28,12 +28,32 @@ def val_scenes(run: Path) -> list[str]:
     return card["training"]["config"].get("val_scenes") or []
 
 
+def disagreements(manifest: str, lcz_map: Path) -> dict[str, int]:
+    """Cells per (teacher class, our class) pair where one is built (1-10) and the other natural (A-G)."""
+    import numpy as np
+    import rasterio
+
+    from core.data import load_manifest
+    from core.evaluate_maps import reference_lcz_cells
+    from core.lcz import LETTERS
+
+    with rasterio.open(lcz_map) as ds:
+        ref, ours = reference_lcz_cells(load_manifest(manifest), ds).astype(int), ds.read(1).astype(int)
+    wrong = (ref > 0) & (ours > 0) & ((ref <= 10) != (ours <= 10))
+    pairs, counts = np.unique(np.stack([ref[wrong], ours[wrong]]), axis=1, return_counts=True)
+    ranked = sorted(zip(counts.tolist(), pairs.T.tolist()), reverse=True)
+    return {f"{LETTERS[a - 1]}->{LETTERS[b - 1]}": n for n, (a, b) in ranked}
+
+
 def compare(run: Path, out: Path) -> dict:
     from core.evaluate_maps import evaluate_scenes
     from core.train import scene_key_matches
 
     manifests = [str(m) for m in sorted(CITIES.glob("*.yaml")) if scene_key_matches(m.stem, val_scenes(run))]
-    cities = evaluate_scenes(str(run), manifests)
+    maps = out / f"{run.name}_maps"
+    cities = evaluate_scenes(str(run), manifests, keep_dir=str(maps))
+    for city, manifest in zip(cities, manifests):
+        city["built_natural_disagreements"] = disagreements(manifest, maps / f"{Path(manifest).stem}_lcz.tif")
     mosaic_dir = out / f"{run.name}_eurosat"
     subprocess.run([sys.executable, str(REPO / "bench" / "eurosat_mosaic.py"), "--model", str(run), "--out",
                     str(mosaic_dir)], check=True, capture_output=True)
@@ -56,6 +76,10 @@ def main() -> int:
             print(f"{run.name:16s} {city['scene']:22s} LCZ OA {lcz['oa']:.3f}  built/natural "
                   f"{lcz['built_natural_oa']:.3f}  built share {lcz['built_share_map']:.2f}/"
                   f"{lcz['built_share_reference']:.2f}  HSE MAE {hse['mae']:.3f}", flush=True)
+            pairs = city["built_natural_disagreements"]
+            total = sum(pairs.values()) or 1
+            print(f"{'':16s}   built/natural disagreements (teacher->ours), share: "
+                  + ", ".join(f"{k} {v / total:.2f}" for k, v in list(pairs.items())[:4]), flush=True)
         islands, mirrored = result["eurosat_mosaic"]["islands"], result["eurosat_mosaic"]["mirrored"]
         print(f"{run.name:16s} EuroSAT mosaic built/natural per cell: islands {islands['built_natural_cells']:.3f}, "
               f"mirrored {mirrored['built_natural_cells']:.3f}; human labels per patch "
