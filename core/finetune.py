@@ -19,8 +19,8 @@ way on every polygon, train and test (RUN/all_areas.gpkg): the report measures t
 the user drew. --no-refit keeps the tested model as the run's model.
 
 RUN is a normal run folder (model.keras + model_card.json, with the held-out accuracy under `fine_tuning`),
-usable as `core.predict --model RUN` and by the QGIS mapping algorithm; RUN/maps holds the LCZ maps of both models
-(lcz_before.tif, lcz_after.tif) and their HSE maps.
+usable as `core.predict --model RUN` and by the QGIS mapping algorithm; RUN/maps holds the LCZ maps of the start
+model and of the tested model (lcz_before.tif, lcz_after.tif) and their HSE maps.
 """
 
 from __future__ import annotations
