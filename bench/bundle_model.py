@@ -51,7 +51,7 @@ DESCRIPTION = {
          "source": "zhu-xlab/So2Sat-LCZ-Classification-Demo", "licence": "MIT"},
     ],
     "limitations": [
-        "Trained on pseudo-labels of one teacher (So2Sat ResNet20): its confusions among the open classes 5/6/8/9, bare soil/paved and scattered trees are learned too; rare classes (LCZ 1, 7, 10; B, C, E, F) are barely learned.",
+        "Trained on pseudo-labels of one teacher (So2Sat ResNet20): its confusions among the open classes 5/6/8/9, bare soil/paved and scattered trees are learned too; rare classes (LCZ 1, 7, 10; B, C, E) are barely learned, dense trees (A) and bare soil (F) poorly (F1 0.14, 0.10 on validation windows).",
         "Its built/natural disagreements with the teacher lie mostly between sparsely built or large low-rise (LCZ 9, 8) and low plants (D): LCZ 9 against D alone makes 57 % of them in Beihai, 26 % in Montpellier, and 8 against D 42 % in Rio.",
         "Validation cities (Montpellier, Rio, Beihai), mapped with the default 64 px tiles, miss part of the targets LCZ OA >= 0.60 (Montpellier 0.572), built/natural OA >= 0.90 (Montpellier 0.891, Beihai 0.854) and HSE MAE <= 0.10 (Montpellier 0.104); see validation_cities.",
         "16 metropolitan areas, one date each: seasons, snow and arid cities are thinly covered.",
