@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    work = args.keep or Path(tempfile.mkdtemp(prefix="urbanmtl-screenshots-"))
+    work = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="urbanmtl-screenshots-"))
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         status = 0 if args.only == "train" else map_screenshots(work, args.out)
