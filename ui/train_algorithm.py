@@ -66,7 +66,8 @@ def help_html() -> str:
            "Results viewer) gives the overall accuracy before and after, the accuracy of built versus natural, "
            "kappa, the confusion matrices and how sure the gain is; with few test polygons that gain is "
            "uncertain, and the report says so."),
-        tr("The <b>trained model</b> is model.keras in the output folder: give it as the Model of 'Map settlement "
+        tr("The <b>trained model</b> is model.keras in the output folder, trained after the test on all your "
+           "polygons, test polygons included: give it as the Model of 'Map settlement "
            "density and local climate zones' (in the Graphical Modeler, connect this output to it). "
            "<b>Epochs</b> 0 chooses the training length automatically. More: "
            "<a href=\"{url}\">Train on your own city</a> in the plugin's README.").format(url=readme),
