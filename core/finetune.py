@@ -170,7 +170,8 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
           callbacks=_training_callback(_step(progress, steps["training"]), log))
     trained = time.perf_counter()
     log("Mapping the image with the fine-tuned model ...")
-    maps = {"before": before, "after": map_scene(opts, str(tested), "after", out, log, _step(progress, steps["after"]))}
+    after = map_scene(opts, str(tested), "after", out, log, _step(progress, steps["after"]))
+    maps = {"before": before, "after": after}
     result = evaluate(opts, prepared, maps)
     scored = time.perf_counter()
     refit = _refit(opts, out, prepared, before, start_model, patch, _step(progress, steps.get("refit")), log) \

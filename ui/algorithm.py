@@ -36,7 +36,9 @@ from ..core import spec
 from ..core.spec import MODEL_BANDS
 from . import styles
 from .help import README_PATH, help_html
-from .layers import band_mismatches, band_names, chosen_bands, layer_band_descriptions, layer_file  # noqa: F401 - re-exported
+from .layers import (  # noqa: F401 - re-exported
+    band_mismatches, band_names, chosen_bands, layer_band_descriptions, layer_file,
+)
 from .run_engine import run_engine, tr, user_text  # noqa: F401 - re-exported (ui.train_algorithm, tests)
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icons", "urbanmtl.svg")

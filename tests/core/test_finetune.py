@@ -268,7 +268,8 @@ def test_finetune_end_to_end_on_a_small_scene(tmp_path, capsys):
     # Refit (the default): the scores are those of RUN/heldout (train polygons only); RUN's own model was then
     # trained on all six polygons, from the same start model.
     settings = result["settings"]
-    assert settings["tested_model"] == str(run / "heldout" / "model.keras") and (run / "heldout" / "model.keras").exists()
+    assert settings["tested_model"] == str(run / "heldout" / "model.keras")
+    assert (run / "heldout" / "model.keras").exists()
     assert settings["refit"]["polygons"] == 6 and settings["model"] == str(run / "model.keras")
     with fiona.open(run / "all_areas.gpkg") as src:
         assert {(f["properties"]["source"], f["properties"]["lcz"]) for f in src} == sides["train"] | sides["test"]

@@ -90,7 +90,8 @@ def test_a_wrong_band_choice_is_refused_before_any_work(city, tmp_path):
     areas = tmp_path / "areas.gpkg"
     write_areas(areas, city["squares"], city["crs"])
     out = tmp_path / "run"
-    with pytest.raises(QgsProcessingException, match="Bands: 3 band\\(s\\) were chosen, but the model needs exactly 10"):
+    with pytest.raises(QgsProcessingException,
+                       match="Bands: 3 band\\(s\\) were chosen, but the model needs exactly 10"):
         processing.run(ALGORITHM_ID, {"INPUT": str(city["image"]), "POLYGONS": str(areas), "FIELD": "lcz",
                                       "BANDS": [1, 2, 3], "OUTPUT_FOLDER": str(out)})
     assert not out.exists()
