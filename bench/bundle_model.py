@@ -98,14 +98,18 @@ def training_scenes(val_scenes: list[str]) -> list[dict]:
     return rows
 
 
+def val_manifests(val_scenes: list[str]) -> list[str]:
+    """The manifests of ../shared/data/cities whose scene is one of `val_scenes` (a config's val_scenes)."""
+    from core.train import scene_key_matches
+
+    return [str(m) for m in sorted((SHARED / "cities").glob("*.yaml")) if scene_key_matches(m.stem, val_scenes)]
+
+
 def city_scores(model: Path, val_scenes: list[str]) -> list[dict]:
     """Per validation city: the engine's maps scored against the teacher (core.evaluate_maps)."""
     from core.evaluate_maps import evaluate_scenes
-    from core.train import scene_key_matches
 
-    manifests = [str(m) for m in sorted((SHARED / "cities").glob("*.yaml"))
-                 if scene_key_matches(m.stem, val_scenes)]
-    return evaluate_scenes(str(model), manifests)
+    return evaluate_scenes(str(model), val_manifests(val_scenes))
 
 
 def main(run: str) -> int:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-CITIES = REPO.parent / "shared" / "data" / "cities"
 
 
 def val_scenes(run: Path) -> list[str]:
@@ -46,10 +45,10 @@ def disagreements(manifest: str, lcz_map: Path) -> dict[str, int]:
 
 
 def compare(run: Path, out: Path) -> dict:
+    from bench.bundle_model import val_manifests
     from core.evaluate_maps import evaluate_scenes
-    from core.train import scene_key_matches
 
-    manifests = [str(m) for m in sorted(CITIES.glob("*.yaml")) if scene_key_matches(m.stem, val_scenes(run))]
+    manifests = val_manifests(val_scenes(run))
     maps = out / f"{run.name}_maps"
     cities = evaluate_scenes(str(run), manifests, keep_dir=str(maps))
     for city, manifest in zip(cities, manifests):

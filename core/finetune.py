@@ -37,7 +37,7 @@ from .finetune_setup import (  # noqa: F401 - the options, defaults and set-up s
     _RUN_FILES, BATCH_SIZE, BOOTSTRAP_REPEATS, HELDOUT, LEARNING_RATE, LR_DECAY, LR_DECAYS, MAX_EPOCHS,
     MIN_EPOCHS, NO_REFIT_STEPS, PATCH_SIZE, PROGRESS_STEPS, REFIT, REPLAY, TRAIN_WINDOWS, FinetuneOptions, Log,
     Progress, auto_epochs,
-    finetune_config, patch_size, prepare_areas, write_manifests,
+    areas_manifest, finetune_config, patch_size, prepare_areas, write_manifests,
 )
 
 #: Names of the command line (core.finetune_cli), still importable from here: `core.finetune.main`.
@@ -174,8 +174,8 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
     maps = {"before": before, "after": after}
     result = evaluate(opts, prepared, maps)
     scored = time.perf_counter()
-    refit = _refit(opts, out, prepared, before, start_model, patch, _step(progress, steps.get("refit")), log) \
-        if opts.refit else None
+    refit = _refit(opts, out, prepared, manifests[1:], start_model, patch, _step(progress, steps.get("refit")),
+                   log) if opts.refit else None
     done = time.perf_counter()
     result["seconds"] = {"training": round(trained - trained_at, 1), "preparing": round(trained_at - started, 1),
                          "mapping_and_scoring": round(scored - trained, 1), "refit": round(done - scored, 1),
@@ -192,16 +192,16 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
     return result
 
 
-def _refit(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], before: str, start_model: str, patch: int,
-           progress: Optional[Progress], log: Log) -> dict[str, Any]:
-    """Train the run folder's model from the start model on every polygon (RUN/all_areas.gpkg, the same replay);
-    returns its epochs and windows per epoch."""
+def _refit(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], replay: list[Path], start_model: str,
+           patch: int, progress: Optional[Progress], log: Log) -> dict[str, Any]:
+    """Train the run folder's model from the start model on every polygon (RUN/all_areas.gpkg) and the
+    `replay` manifests of the held-out run; returns its polygons, epochs and windows per epoch."""
     from .train import train
     from .training_areas import write_areas
 
     areas = prepared["train"] + prepared["test"]
     write_areas(areas, out / "all_areas.gpkg", prepared["grid"]["crs"])
-    manifests = write_manifests(opts, out, prepared, before if opts.replay else None, areas="all")
+    manifests = [areas_manifest(opts, out, "all"), *replay]
     epochs, per_epoch = auto_epochs(manifests, patch)
     epochs = opts.epochs or epochs
     log(f"Training the final model on all {len(areas)} polygons (train and test) for {epochs} epochs of "

@@ -126,14 +126,20 @@ def _manifest(opts: FinetuneOptions, path: Path, keys: dict[str, Any]) -> Path:
     return path
 
 
-def write_manifests(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], start_map: Optional[str],
-                    areas: str = "train") -> list[Path]:
-    """The scene manifests to train on (image, no HSE reference): the polygons of RUN/<areas>_areas.gpkg
-    (<areas>_scene.yaml; "train", or "all" for the refit) and, with `start_map` (replay), the start model's LCZ
-    map as a codes reference (replay_scene.yaml) in which every 100 m cell touching a training or test polygon
-    is blanked, so the user's labels alone count there and the test areas carry no label at all."""
-    manifests = [_manifest(opts, out / f"{areas}_scene.yaml",
-                           {"lcz_polygons": f"{areas}_areas.gpkg", "lcz_attribute": "lcz"})]
+def areas_manifest(opts: FinetuneOptions, out: Path, areas: str) -> Path:
+    """The scene manifest (image, no HSE reference) of the polygons in RUN/<areas>_areas.gpkg:
+    RUN/<areas>_scene.yaml ("train"; "all" for the refit)."""
+    return _manifest(opts, out / f"{areas}_scene.yaml",
+                     {"lcz_polygons": f"{areas}_areas.gpkg", "lcz_attribute": "lcz"})
+
+
+def write_manifests(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], start_map: Optional[str]
+                    ) -> list[Path]:
+    """The scene manifests to train on: the train polygons (areas_manifest) and, with `start_map` (replay),
+    the start model's LCZ map as a codes reference (replay_scene.yaml) in which every 100 m cell touching a
+    training or test polygon is blanked, so the user's labels alone count there and the test areas carry no
+    label at all (the refit trains on the same replay)."""
+    manifests = [areas_manifest(opts, out, "train")]
     if start_map is not None:
         import rasterio
 

@@ -308,9 +308,10 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
         device, loaded, options, layout = _model_and_layout(scene, model_path, options, say)
         stats, accumulator = _map_tiles(scene, layout, loaded, device, options, plan, lock, progress,
                                         is_cancelled, keep_cells=bool(majority))
-        rows, exports = stats.rows(), {}
         if exporting:   # still under the output lock
             rows, exports = _export(plan, stats, umep_path, w2w_path, majority, options.overwrite, say)
+        else:
+            rows, exports = stats.rows(), {}
         warped = scene.warped
         valid_share = accumulator.valid_pixels / (scene.height * scene.width)
     seconds = time.perf_counter() - start

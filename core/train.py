@@ -24,7 +24,7 @@ from .run_folder import plot_losses as _plot_losses
 from .train_cli import build_parser, main
 from .train_data import batches as _batches  # looked up here at run time: tests swap it
 from .data.batches import generator_dataset
-from .train_data import BALANCES, balance_scenes, check_tasks, open_all, scene_key_matches, split_datasets
+from .train_data import balance_scenes, check_balance, check_tasks, open_all, scene_key_matches, split_datasets
 
 __all__ = ["train", "main", "build_parser", "split_datasets", "scene_key_matches", "STATE_FILE", "LOG_FILE"]
 
@@ -104,8 +104,7 @@ def _check_settings(cfg: TrainConfig) -> None:
         raise UrbanMTLError("No training data given. Pass --data PATH (or FORMAT:PATH) or set 'data' in --config.")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UrbanMTLError("--epochs and --batch-size must be at least 1.")
-    if cfg.balance not in BALANCES:
-        raise UrbanMTLError(f"balance must be one of {', '.join(BALANCES)}, got '{cfg.balance}'.")
+    check_balance(cfg.balance)
 
 
 def _seed(seed: Any) -> None:

@@ -58,12 +58,16 @@ def split_datasets(datasets: list, cfg: TrainConfig) -> tuple[list, list]:
 BALANCES = ("area", "scene")
 
 
+def check_balance(balance: str) -> None:
+    if balance not in BALANCES:
+        raise UrbanMTLError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}.")
+
+
 def balance_scenes(datasets: list, balance: str) -> None:
     """With balance "scene", every training scene that came from a folder of manifests (a city) gets the same
     number of windows per epoch, their total unchanged (the sum of their areas in windows); "area" leaves every
     dataset at its area. Patch files and single scenes always keep their area."""
-    if balance not in BALANCES:
-        raise UrbanMTLError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}.")
+    check_balance(balance)
     scenes = [d for d in datasets if getattr(d, "group", None) is not None]
     if balance == "area" or not scenes:
         return
