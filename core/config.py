@@ -42,6 +42,9 @@ class TrainConfig:
     patience: int = 10                 # early stopping on validation loss
     augment: bool = True               # the 8 flips/rotations
     spectral_jitter: float = 0.0       # sigma of a per-band multiplicative jitter (0 = off)
+    ema: float = 0.0                   # momentum of a moving average of the weights (Polyak averaging), which
+                                       # is what is validated, checkpointed as best and kept as the model
+                                       # (0 = off; 0.998 averages about the last 500 steps)
     hse_threshold: float = 0.5         # built/not built for the binary HSE metrics
     seed: Optional[int] = None
     distribute: str = "none"           # none | mirrored | multiworker

@@ -91,7 +91,7 @@ def _train_run(cfg: TrainConfig, resume: bool, progress: dict[str, bool], callba
     start_model = _start_model(cfg) if cfg.init_from else None
     plan = _plan(cfg, run, state, resume, fine_tuning=start_model is not None)
     with _strategy(cfg.distribute).scope():
-        trainer, infer_net = _build_trainer(plan.model_cfg, cfg.learning_rate)
+        trainer, infer_net = _build_trainer(plan.model_cfg, cfg.learning_rate, cfg.ema)
         _start_weights(plan, trainer, infer_net, start_model)
     seconds = _fit(plan, trainer, progress, callbacks)
     return _finish(plan, trainer, infer_net, seconds)
@@ -104,6 +104,8 @@ def _check_settings(cfg: TrainConfig) -> None:
         raise UrbanMTLError("No training data given. Pass --data PATH (or FORMAT:PATH) or set 'data' in --config.")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UrbanMTLError("--epochs and --batch-size must be at least 1.")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise UrbanMTLError(f"--ema must be at least 0 (off) and below 1, got {cfg.ema}. Use e.g. 0.998.")
     check_balance(cfg.balance)
 
 
@@ -163,9 +165,10 @@ def _trainer_class():
     return MultitaskTrainer
 
 
-def _build_trainer(model_cfg, learning_rate: float):
+def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0):
     """(trainer, inference network): the networks of `model_cfg`, the trainer around the training one, built
-    on a dummy batch and compiled with its optimizer's variables made (to be restored on --resume)."""
+    on a dummy batch and compiled with its optimizer's variables made (to be restored on --resume). ema > 0:
+    the optimizer also keeps a moving average of the weights with that momentum (core.train_callbacks)."""
     import keras
 
     from .model import build_networks
@@ -177,7 +180,8 @@ def _build_trainer(model_cfg, learning_rate: float):
     size = 8
     trainer({k: np.zeros((1, size // (2 if k == "hse_guide" else 1), size // (2 if k == "hse_guide" else 1),
                           v.shape[-1]), "float32") for k, v in train_net.input.items()})
-    trainer.compile(optimizer=keras.optimizers.Nadam(learning_rate=learning_rate))
+    optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
+    trainer.compile(optimizer=optimizer)
     trainer.optimizer.build(trainer.trainable_variables)
     return trainer, infer_net
 

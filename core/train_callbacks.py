@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,53 @@ class ReseedDropout(keras.callbacks.Callback):
                 generator.state.assign(np.array([base * 1_000_003 + epoch * 1009 + i, 0], dtype="int64"))
 
 
+def _swap_averaged(optimizer) -> None:
+    """Exchange the weights and the optimizer's moving average of them (Keras keeps it in the optimizer,
+    use_ema=True, and updates it in every training step)."""
+    for var, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+        live = keras.ops.convert_to_numpy(var)
+        var.assign(keras.ops.convert_to_numpy(average))
+        average.assign(live)
+
+
+@contextmanager
+def averaged_weights(trainer):
+    """Inside the block the network holds the moving average of its weights (config `ema`); outside, the
+    weights being trained. Without ema it changes nothing."""
+    optimizer = trainer.optimizer
+    if not getattr(optimizer, "use_ema", False):
+        yield
+        return
+    _swap_averaged(optimizer)
+    try:
+        yield
+    finally:
+        _swap_averaged(optimizer)
+
+
+class AveragedValidation(keras.callbacks.Callback):
+    """With `ema`, each epoch's validation scores the averaged weights, the ones RunState keeps as best."""
+
+    def __init__(self, trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+        self._block = None
+
+    def on_test_begin(self, logs=None):
+        self._block = averaged_weights(self.trainer)
+        self._block.__enter__()
+
+    def on_test_end(self, logs=None):
+        if self._block is not None:
+            self._block.__exit__(None, None, None)
+            self._block = None
+
+
 class RunState(keras.callbacks.Callback):
     """Saves last (every epoch) and best (on `monitor`) checkpoints and stops early after `patience` epochs
-    without improvement; its state lives in state.json so --resume continues exactly."""
+    without improvement; its state lives in state.json so --resume continues exactly. With `ema` the best
+    checkpoint holds the averaged weights, the last one the weights being trained (and the optimizer, with
+    the average, beside it)."""
 
     def __init__(self, trainer, run: Path, state: dict[str, Any], monitor: str, patience: int) -> None:
         super().__init__()
@@ -65,7 +110,8 @@ class RunState(keras.callbacks.Callback):
         value = float(logs.get(monitor, np.inf))
         if value < state["best"]:
             state.update(best=value, best_epoch=epoch + 1, wait=0)
-            atomic_write(lambda p: trainer.save_weights(p), run / "best.weights.h5")
+            with averaged_weights(trainer):
+                atomic_write(lambda p: trainer.save_weights(p), run / "best.weights.h5")
         else:
             state["wait"] += 1
         state["epochs_done"] = epoch + 1
@@ -81,13 +127,14 @@ class RunState(keras.callbacks.Callback):
 
 def run_callbacks(trainer, run: Path, cfg: TrainConfig, state: dict[str, Any], monitor: str) -> list:
     """The callbacks of a run, in the order Keras calls them: learning-rate schedule, dropout reseeding, learned
-    weights, checkpoints and early stopping, log.csv, TensorBoard."""
+    weights, validation of the averaged weights (ema), checkpoints and early stopping, log.csv, TensorBoard."""
     schedule = keras.callbacks.LearningRateScheduler(
         lambda epoch: cfg.learning_rate * cfg.lr_decay ** (epoch // cfg.lr_decay_every))
     return [
         schedule,
         ReseedDropout(trainer, cfg.seed),
         LearnedWeights(trainer),
+        AveragedValidation(trainer),
         RunState(trainer, run, state, monitor, cfg.patience),
         keras.callbacks.CSVLogger(str(run / LOG_FILE), append=True),
         keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0),

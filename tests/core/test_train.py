@@ -50,9 +50,11 @@ def test_training_learns_the_planted_signal(data, tmp_path):
     assert load_model(run).has_hse
 
 
-def test_resume_after_a_kill_mid_epoch_continues_at_the_right_epoch(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", ["0", "0.9"])
+def test_resume_after_a_kill_mid_epoch_continues_at_the_right_epoch(data, tmp_path, monkeypatch, ema):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    args = ["--data", data["train"], "--val-data", data["val"], *SMALL]
+    # With --ema the validation scores the averaged weights, so it matches only if the average is restored too.
+    args = ["--data", data["train"], "--val-data", data["val"], "--ema", ema, *SMALL]
     assert train_module.main([*args, "--epochs", "3", "--out", str(straight)]) == 0
 
     real = train_module._batches
@@ -77,6 +79,36 @@ def test_resume_after_a_kill_mid_epoch_continues_at_the_right_epoch(data, tmp_pa
     for key in ("loss", "val_loss", "s_hse"):
         np.testing.assert_allclose(float(rows[-1][key]), float(_log(straight)[-1][key]), rtol=1e-5)
     assert json.loads((killed / "model_card.json").read_text())["epochs_run"] == 3
+
+
+def test_ema_validates_and_keeps_the_averaged_weights(data, tmp_path):
+    from core.model import ModelConfig
+
+    run = tmp_path / "ema"
+    assert train_module.main(["--data", data["train"], "--val-data", data["val"], "--epochs", "1", "--ema", "0.8",
+                              "--out", str(run), *SMALL]) == 0
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["training"]["config"]["ema"] == 0.8
+    trainer, live = train_module._build_trainer(ModelConfig(base_width=8), 0.002, 0.8)
+    trainer.load_weights(run / "last.weights.h5")
+    kept = load_model(run).network
+    trained = {w.path: np.asarray(w) for w in live.trainable_weights}
+    averaged = {w.path: np.asarray(w) for w in kept.trainable_weights}
+    assert trained.keys() == averaged.keys()
+    # One epoch, so the best checkpoint is the last epoch's: the model is its average, not the last weights.
+    assert not all(np.allclose(trained[k], averaged[k]) for k in trained)
+    # The logged validation loss is the one of the kept (averaged) weights.
+    trainer.load_weights(run / "best.weights.h5")
+    from core.data import open_datasets, iterate_batches
+
+    val = open_datasets(data["val"], patch_size=32)
+    losses = [float(trainer.test_step(b)["loss"]) for b in iterate_batches(val, 8, training=False)]
+    np.testing.assert_allclose(np.mean(losses), float(_log(run)[0]["val_loss"]), rtol=1e-4)
+
+
+def test_bad_ema_is_refused(data, tmp_path, capsys):
+    assert train_module.main(["--data", data["train"], "--ema", "1", "--out", str(tmp_path / "r"), *SMALL]) == 2
+    assert "--ema must be at least 0 (off) and below 1" in capsys.readouterr().err
 
 
 def test_mixed_formats_and_lcz_only_data(data, tmp_path):
