@@ -270,6 +270,9 @@ def test_finetune_end_to_end_on_a_small_scene(tmp_path, capsys):
     settings = result["settings"]
     assert settings["tested_model"] == str(run / "heldout" / "model.keras")
     assert (run / "heldout" / "model.keras").exists()
+    # Its checkpoints (only --resume needs them) are gone; its model, card and log stay.
+    assert not [p.name for p in (run / "heldout").iterdir() if p.name.endswith((".h5", ".npz"))]
+    assert (run / "heldout" / "model_card.json").exists() and (run / "heldout" / "log.csv").exists()
     assert settings["refit"]["polygons"] == 6 and settings["model"] == str(run / "model.keras")
     with fiona.open(run / "all_areas.gpkg") as src:
         assert {(f["properties"]["source"], f["properties"]["lcz"]) for f in src} == sides["train"] | sides["test"]
