@@ -9,11 +9,9 @@ modules (core.spec, the contract; core.bands), never TensorFlow.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -29,19 +27,16 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsRasterLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication, QUrl
-from qgis.PyQt.QtGui import QIcon
 
 from ..core import spec
 from ..core.spec import MODEL_BANDS
 from . import styles
-from .help import README_PATH, help_html
+from .algorithm_base import ICON_PATH, UrbanmtlAlgorithm  # noqa: F401 - ICON_PATH re-exported (ui.provider)
+from .help import help_html
 from .layers import (  # noqa: F401 - re-exported
     band_mismatches, band_names, chosen_bands, layer_band_descriptions, layer_file,
 )
 from .run_engine import run_engine, tr, user_text  # noqa: F401 - re-exported (ui.train_algorithm, tests)
-
-ICON_PATH = os.path.join(os.path.dirname(__file__), "icons", "urbanmtl.svg")
 
 #: DEVICE enum index -> PredictOptions.device (QGIS 3.22 enums pass the index, not the text).
 DEVICES: tuple[str, ...] = spec.DEVICES
@@ -52,7 +47,7 @@ MAJORITY_SIZES: tuple[int, ...] = spec.MAJORITY_SIZES
 RASTER_EXTENSIONS: tuple[str, ...] = spec.RASTER_SUFFIXES
 
 
-class MapHseLczAlgorithm(QgsProcessingAlgorithm):
+class MapHseLczAlgorithm(UrbanmtlAlgorithm):
     """Map settlement density and local climate zones from a Sentinel-2 image."""
 
     INPUT = "INPUT"
@@ -74,20 +69,11 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_LCZ_W2W = "OUTPUT_LCZ_W2W"
     MAJORITY = "MAJORITY"
 
-    def tr(self, text: str) -> str:
-        return QCoreApplication.translate("MapHseLczAlgorithm", text)
-
     def name(self) -> str:
         return "map_hse_lcz"
 
     def displayName(self) -> str:
         return self.tr("Map settlement density and local climate zones")
-
-    def group(self) -> str:
-        return ""
-
-    def groupId(self) -> str:
-        return ""
 
     def tags(self) -> list[str]:
         return self.tr("sentinel-2,settlement,hse,built-up,lcz,local climate zones,urban,deep learning,"
@@ -95,18 +81,6 @@ class MapHseLczAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self) -> str:
         return help_html()
-
-    def helpUrl(self) -> str:
-        return QUrl.fromLocalFile(README_PATH).toString()
-
-    def icon(self) -> QIcon:
-        return QIcon(ICON_PATH)
-
-    def svgIconPath(self) -> str:
-        return ICON_PATH
-
-    def createInstance(self) -> "MapHseLczAlgorithm":
-        return MapHseLczAlgorithm()
 
     def initAlgorithm(self, config: Optional[dict[str, Any]] = None) -> None:
         tr = self.tr

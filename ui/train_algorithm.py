@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -31,11 +30,10 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
-from qgis.PyQt.QtGui import QIcon
 
 from ..core import finetune_worker, spec
 from ..core.finetune import MAX_EPOCHS
-from .algorithm import ICON_PATH
+from .algorithm_base import UrbanmtlAlgorithm
 from .help import README_PATH
 from .layers import chosen_bands, layer_file
 from .run_engine import run_engine, user_text
@@ -92,7 +90,7 @@ class ModelParameter(QgsProcessingParameterFile):
         return super().checkValueIsAcceptable(value, context)
 
 
-class TrainFromPolygonsAlgorithm(QgsProcessingAlgorithm):
+class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
     """Fine-tune the LCZ model on LCZ training areas and score it on held-out areas."""
 
     INPUT = "INPUT"
@@ -109,8 +107,7 @@ class TrainFromPolygonsAlgorithm(QgsProcessingAlgorithm):
     OA_BEFORE = "OA_BEFORE"
     OA_AFTER = "OA_AFTER"
 
-    def tr(self, text: str) -> str:
-        return QCoreApplication.translate("TrainFromPolygonsAlgorithm", text)
+    README_SECTION = README_SECTION
 
     def name(self) -> str:
         return "train_from_polygons"
@@ -118,30 +115,12 @@ class TrainFromPolygonsAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:
         return self.tr("Train LCZ model from training areas")
 
-    def group(self) -> str:
-        return ""
-
-    def groupId(self) -> str:
-        return ""
-
     def tags(self) -> list[str]:
         return self.tr("lcz,local climate zones,wudapt,training areas,fine-tuning,train,accuracy,sentinel-2,"
                        "deep learning").split(",")
 
     def shortHelpString(self) -> str:
         return help_html()
-
-    def helpUrl(self) -> str:
-        return QUrl.fromLocalFile(README_PATH).toString() + "#" + README_SECTION
-
-    def icon(self) -> QIcon:
-        return QIcon(ICON_PATH)
-
-    def svgIconPath(self) -> str:
-        return ICON_PATH
-
-    def createInstance(self) -> "TrainFromPolygonsAlgorithm":
-        return TrainFromPolygonsAlgorithm()
 
     def initAlgorithm(self, config: Optional[dict[str, Any]] = None) -> None:
         tr = self.tr
