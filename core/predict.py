@@ -180,7 +180,8 @@ def _say_exports(exports: dict, say: Callable[[str], None]) -> None:
     if exports.get("majority"):
         size = exports["majority"]
         say(f"Majority filter {size}x{size}: {exports['changed_cells']} cell(s) of the LCZ map changed class (the "
-            f"area statistics count the filtered map).")
+            f"area statistics count the filtered map; the confidence map keeps the network's probability of its "
+            f"own class there).")
     written = [exports[k] for k in ("umep", "w2w") if exports.get(k)]
     if written:
         say(f"Wrote {', '.join(written)}.")

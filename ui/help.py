@@ -35,7 +35,9 @@ def help_html() -> str:
             scale=DN_SCALE, offset=-BASELINE_OFFSET),
         tr("<b>Exports</b> (optional): the LCZ map in UMEP codes (1&ndash;10, 101&ndash;107 for A&ndash;G) for "
            "UMEP/SUEWS, and a copy in EPSG:4326 for WRF's w2w (WUDAPT-to-WRF) tool. A <b>majority filter</b> "
-           "(Advanced, 3x3 or 5x5 cells) smooths the LCZ map and its exports as the LCZ Generator does."),
+           "(Advanced, 3x3 or 5x5 cells) smooths the LCZ map and its exports as the LCZ Generator does; the confidence "
+           "stays the network's, so where the filter changed a cell's class it is the probability of the class the "
+           "network chose there."),
         tr("<b>Model</b>: the multitask network of Qiu et al. (IEEE GRSL 19, 2022, 1000705); the bundled model "
            "learned from pseudo-labels of another network, so check the maps against what you know."),
         tr("The network runs in a separate Python program that has TensorFlow; if it is missing, the algorithm "
