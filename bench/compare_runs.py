@@ -6,6 +6,10 @@ RUN is a model (models/, a run folder of core.train). For each: its validation c
 whole scenes mapped by the engine and scored per 100 m cell against the teacher, core.evaluate_maps) and the
 EuroSAT validation patches as islands and mirrored (bench/eurosat_mosaic.py). Prints one line per city and model,
 and writes OUT/<name>.json. Run by hand (2 CPU cores: about 1 minute a model).
+
+--training-cities also maps and scores the cities the model trained on (the other scenes of ../shared/data/
+cities; about 3 more minutes a model): how closely it fits the teacher where it has seen the teacher's labels,
+against which the validation cities show what it carries over to a city it has not seen.
 """
 
 from __future__ import annotations
@@ -44,7 +48,15 @@ def disagreements(manifest: str, lcz_map: Path) -> dict[str, int]:
     return {f"{LETTERS[a - 1]}->{LETTERS[b - 1]}": n for n, (a, b) in ranked}
 
 
-def compare(run: Path, out: Path) -> dict:
+def training_manifests(val: list[str]) -> list[str]:
+    """The city manifests of ../shared/data/cities that are not validation cities (a model trained on them)."""
+    from bench.bundle_model import SHARED, val_manifests
+
+    held = set(val_manifests(val))
+    return [str(m) for m in sorted((SHARED / "cities").glob("*.yaml")) if str(m) not in held]
+
+
+def compare(run: Path, out: Path, training_cities: bool = False) -> dict:
     from bench.bundle_model import val_manifests
     from core.evaluate_maps import evaluate_scenes
 
@@ -57,18 +69,23 @@ def compare(run: Path, out: Path) -> dict:
     subprocess.run([sys.executable, str(REPO / "bench" / "eurosat_mosaic.py"), "--model", str(run), "--out",
                     str(mosaic_dir)], check=True, capture_output=True)
     mosaic = json.loads((mosaic_dir / "scores.json").read_text())
-    return {"model": str(run), "cities": cities, "eurosat_mosaic": mosaic}
+    result = {"model": str(run), "cities": cities, "eurosat_mosaic": mosaic}
+    if training_cities:
+        result["training_cities"] = evaluate_scenes(str(run), training_manifests(val_scenes(run)), log=lambda _: None)
+    return result
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default=str(REPO / "runs" / "compare"))
+    p.add_argument("--training-cities", action="store_true",
+                   help="also score the cities the model trained on (how closely it fits the teacher there)")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for run in map(Path, a.runs):
-        result = compare(run, out)
+        result = compare(run, out, a.training_cities)
         (out / f"{run.name}.json").write_text(json.dumps(result, indent=1) + "\n")
         for city in result["cities"]:
             lcz, hse = city["lcz"], city["hse"]
@@ -79,6 +96,15 @@ def main() -> int:
             total = sum(pairs.values()) or 1
             print(f"{'':16s}   built/natural disagreements (teacher->ours), share: "
                   + ", ".join(f"{k} {v / total:.2f}" for k, v in list(pairs.items())[:4]), flush=True)
+        if a.training_cities:
+            fitted = result["training_cities"]
+            for key, label in (("oa", "LCZ OA"), ("built_natural_oa", "built/natural")):
+                values = sorted(c["lcz"][key] for c in fitted)
+                print(f"{run.name:16s} {len(values)} training cities: {label} median {values[len(values) // 2]:.3f}, "
+                      f"range {values[0]:.3f}-{values[-1]:.3f}", flush=True)
+            maes = sorted(c["hse"]["mae"] for c in fitted)
+            print(f"{run.name:16s} {len(maes)} training cities: HSE MAE median {maes[len(maes) // 2]:.3f}, range "
+                  f"{maes[0]:.3f}-{maes[-1]:.3f}", flush=True)
         islands, mirrored = result["eurosat_mosaic"]["islands"], result["eurosat_mosaic"]["mirrored"]
         print(f"{run.name:16s} EuroSAT mosaic built/natural per cell: islands {islands['built_natural_cells']:.3f}, "
               f"mirrored {mirrored['built_natural_cells']:.3f}; human labels per patch "
