@@ -31,7 +31,7 @@ from qgis.core import (
 from ..core import spec
 from ..core.spec import MODEL_BANDS
 from . import styles
-from .algorithm_base import ICON_PATH, UrbanmtlAlgorithm  # noqa: F401 - ICON_PATH re-exported (ui.provider)
+from .algorithm_base import UrbanmtlAlgorithm
 from .help import help_html
 from .layers import (  # noqa: F401 - re-exported
     band_mismatches, band_names, chosen_bands, layer_band_descriptions, layer_file,

@@ -8,7 +8,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithm import ICON_PATH, MapHseLczAlgorithm
+from .algorithm import MapHseLczAlgorithm
+from .algorithm_base import ICON_PATH
 from .train_algorithm import TrainFromPolygonsAlgorithm
 
 
