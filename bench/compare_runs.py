@@ -97,14 +97,11 @@ def main() -> int:
             print(f"{'':16s}   built/natural disagreements (teacher->ours), share: "
                   + ", ".join(f"{k} {v / total:.2f}" for k, v in list(pairs.items())[:4]), flush=True)
         if a.training_cities:
-            fitted = result["training_cities"]
-            for key, label in (("oa", "LCZ OA"), ("built_natural_oa", "built/natural")):
-                values = sorted(c["lcz"][key] for c in fitted)
+            for task, key, label in (("lcz", "oa", "LCZ OA"), ("lcz", "built_natural_oa", "built/natural"),
+                                     ("hse", "mae", "HSE MAE")):
+                values = sorted(c[task][key] for c in result["training_cities"])
                 print(f"{run.name:16s} {len(values)} training cities: {label} median {values[len(values) // 2]:.3f}, "
                       f"range {values[0]:.3f}-{values[-1]:.3f}", flush=True)
-            maes = sorted(c["hse"]["mae"] for c in fitted)
-            print(f"{run.name:16s} {len(maes)} training cities: HSE MAE median {maes[len(maes) // 2]:.3f}, range "
-                  f"{maes[0]:.3f}-{maes[-1]:.3f}", flush=True)
         islands, mirrored = result["eurosat_mosaic"]["islands"], result["eurosat_mosaic"]["mirrored"]
         print(f"{run.name:16s} EuroSAT mosaic built/natural per cell: islands {islands['built_natural_cells']:.3f}, "
               f"mirrored {mirrored['built_natural_cells']:.3f}; human labels per patch "

@@ -194,15 +194,13 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
     return result
 
 
-#: What only --resume of core.train needs; a fine-tuning run is never resumed.
-CHECKPOINTS = ("best.weights.h5", "last.weights.h5", "last.optimizer.npz")
-
-
 def _drop_checkpoints(run: Path, log: Log) -> None:
     """Remove the checkpoints of the held-out run once its model.keras is written and scored (about 54 MB of
-    the base-width-16 model); its model, card and log stay."""
+    the base-width-16 model); its model, card and log stay. A fine-tuning run is never resumed."""
+    from .run_folder import CHECKPOINT_FILES
+
     freed = 0
-    for name in CHECKPOINTS:
+    for name in CHECKPOINT_FILES:
         path = run / name
         if path.exists():
             freed += path.stat().st_size

@@ -19,6 +19,8 @@ from .errors import UrbanMTLError
 
 STATE_FILE = "state.json"
 LOG_FILE = "log.csv"
+#: The checkpoints only --resume needs (a run's model is model.keras).
+CHECKPOINT_FILES = ("best.weights.h5", "last.weights.h5", "last.optimizer.npz")
 
 
 def open_run_folder(run: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0):
     size = 8
     trainer({k: np.zeros((1, size // (2 if k == "hse_guide" else 1), size // (2 if k == "hse_guide" else 1),
                           v.shape[-1]), "float32") for k, v in train_net.input.items()})
-    optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
+    optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, use_ema=ema > 0, ema_momentum=ema)
     trainer.compile(optimizer=optimizer)
     trainer.optimizer.build(trainer.trainable_variables)
     return trainer, infer_net

@@ -79,16 +79,17 @@ class AveragedValidation(keras.callbacks.Callback):
     def __init__(self, trainer) -> None:
         super().__init__()
         self.trainer = trainer
-        self._block = None
+        self.swapped = False
 
     def on_test_begin(self, logs=None):
-        self._block = averaged_weights(self.trainer)
-        self._block.__enter__()
+        self.swapped = bool(getattr(self.trainer.optimizer, "use_ema", False))
+        if self.swapped:
+            _swap_averaged(self.trainer.optimizer)
 
     def on_test_end(self, logs=None):
-        if self._block is not None:
-            self._block.__exit__(None, None, None)
-            self._block = None
+        if self.swapped:
+            _swap_averaged(self.trainer.optimizer)
+            self.swapped = False
 
 
 class RunState(keras.callbacks.Callback):
