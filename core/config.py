@@ -45,6 +45,8 @@ class TrainConfig:
     ema: float = 0.0                   # momentum of a moving average of the weights (Polyak averaging), which
                                        # is what is validated, checkpointed as best and kept as the model
                                        # (0 = off; 0.998 averages about the last 500 steps)
+    label_margin: int = 0              # 10 m pixels on each side of a training window that the network sees
+                                       # but the losses leave out (even; 2 * margin < every window's size)
     hse_threshold: float = 0.5         # built/not built for the binary HSE metrics
     seed: Optional[int] = None
     distribute: str = "none"           # none | mirrored | multiworker

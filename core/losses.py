@@ -16,12 +16,22 @@ def upsample_to(prob: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     return tf.image.resize(prob, size, method="bilinear")
 
 
-def hse_loss(reference: tf.Tensor, prediction: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def centre(tensor: tf.Tensor, margin: int) -> tf.Tensor:
+    """(B, H, W, C) without `margin` rows and columns on each side (the tensor itself when margin is 0)."""
+    if margin <= 0:
+        return tensor
+    h, w = tf.shape(tensor)[1], tf.shape(tensor)[2]
+    return tensor[:, margin:h - margin, margin:w - margin]
+
+
+def hse_loss(reference: tf.Tensor, prediction: tf.Tensor, margin: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
     """Mean over referenced pixels of |y - y_hat| * exp(y), y in [0, 1]; and the number of those pixels.
 
     reference, prediction: (B, h, w, 1) on the 20 m grid; reference NaN = no reference (drops out of the mean).
+    margin: 20 m pixels on each side of the window that do not count (see lcz_loss).
     Returns (loss scalar, count scalar); the loss is 0 when no pixel has a reference.
     """
+    reference, prediction = centre(reference, margin), centre(prediction, margin)
     valid = tf.logical_not(tf.math.is_nan(reference))
     y = tf.where(valid, reference, tf.zeros_like(reference))
     per_pixel = tf.abs(y - prediction) * tf.exp(y)
@@ -30,13 +40,16 @@ def hse_loss(reference: tf.Tensor, prediction: tf.Tensor) -> tuple[tf.Tensor, tf
     return tf.math.divide_no_nan(tf.reduce_sum(per_pixel * weight), count), count
 
 
-def lcz_loss(reference: tf.Tensor, probabilities: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def lcz_loss(reference: tf.Tensor, probabilities: tf.Tensor, margin: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
     """Cross-entropy of (soft or one-hot) LCZ references against averaged probabilities, and the pixel count.
 
     reference: (B, H, W, 17) at the label grid, rows summing to 1, all-zero rows = no reference.
     probabilities: (B, h, w, 17) averaged deep-supervision probabilities, resized to the label grid here.
+    margin: label-grid pixels on each side of the window that do not count: their reference was made from
+    imagery that lies partly outside the window (config `label_margin`).
     """
-    probabilities = upsample_to(probabilities, reference)
+    probabilities = centre(upsample_to(probabilities, reference), margin)
+    reference = centre(reference, margin)
     weight = tf.cast(tf.reduce_sum(reference, axis=-1) > 0.0, probabilities.dtype)
     per_pixel = -tf.reduce_sum(reference * tf.math.log(tf.clip_by_value(probabilities, _EPS, 1.0)), axis=-1)
     count = tf.reduce_sum(weight)

@@ -72,14 +72,22 @@ def model_tiling(card: dict) -> tuple[int, int]:
     natural OA 0.840/0.898/0.810 and HSE MAE 0.140/0.131/0.108, with 64 px tiles (overlap 16) at 0.876/0.926/
     0.841 and 0.106/0.089/0.075, at the same speed (README, "Tiling"). A card's `tiling` entry
     ({"tile_size": n, "overlap": m}) takes precedence; a card without either falls back to DEFAULT_TILE_SIZE/
-    DEFAULT_OVERLAP (256/32, core.spec)."""
+    DEFAULT_OVERLAP (256/32, core.spec). A model trained with a label margin (config `label_margin`) overlaps
+    its tiles by twice that margin."""
     tiling = card.get("tiling") if isinstance(card, dict) else None
     if isinstance(tiling, dict) and "tile_size" in tiling:
         tile = int(tiling["tile_size"])
         return tile, int(tiling.get("overlap", tile // 4))
-    patch = (card.get("training", {}).get("config", {}) if isinstance(card, dict) else {}).get("patch_size")
+    config = (card.get("training", {}).get("config", {}) if isinstance(card, dict) else {}) or {}
+    patch = config.get("patch_size")
     if isinstance(patch, int) and patch >= MIN_TILE_SIZE and patch % SIZE_MULTIPLE == 0:
-        return patch, (patch // 4) // SIZE_MULTIPLE * SIZE_MULTIPLE
+        overlap = patch // 4
+        margin = config.get("label_margin") or 0
+        if isinstance(margin, int) and margin > 0:
+            # Trained without a loss on `margin` pixels of each edge: neighbours overlap by twice that, so
+            # each tile's edge is weighted down against the centre of the next tile (up to half a tile).
+            overlap = min(max(overlap, 2 * margin), patch // 2)
+        return patch, overlap // SIZE_MULTIPLE * SIZE_MULTIPLE
     return DEFAULT_TILE_SIZE, DEFAULT_OVERLAP
 
 

@@ -91,7 +91,7 @@ def _train_run(cfg: TrainConfig, resume: bool, progress: dict[str, bool], callba
     start_model = _start_model(cfg) if cfg.init_from else None
     plan = _plan(cfg, run, state, resume, fine_tuning=start_model is not None)
     with _strategy(cfg.distribute).scope():
-        trainer, infer_net = _build_trainer(plan.model_cfg, cfg.learning_rate, cfg.ema)
+        trainer, infer_net = _build_trainer(plan.model_cfg, cfg.learning_rate, cfg.ema, cfg.label_margin)
         _start_weights(plan, trainer, infer_net, start_model)
     seconds = _fit(plan, trainer, progress, callbacks)
     return _finish(plan, trainer, infer_net, seconds)
@@ -106,6 +106,12 @@ def _check_settings(cfg: TrainConfig) -> None:
         raise UrbanMTLError("--epochs and --batch-size must be at least 1.")
     if not 0.0 <= cfg.ema < 1.0:
         raise UrbanMTLError(f"--ema must be at least 0 (off) and below 1, got {cfg.ema}. Use e.g. 0.998.")
+    if not isinstance(cfg.label_margin, int) or cfg.label_margin < 0 or cfg.label_margin % 2:
+        raise UrbanMTLError(f"--label-margin must be an even number of 10 m pixels, 0 or more (whole 20 m "
+                            f"pixels); got {cfg.label_margin!r}. Use e.g. 16.")
+    if 2 * cfg.label_margin >= cfg.patch_size:
+        raise UrbanMTLError(f"--label-margin {cfg.label_margin} leaves nothing of a {cfg.patch_size} px window "
+                            f"to learn from; use a margin below {cfg.patch_size // 2} or a larger --patch-size.")
     check_balance(cfg.balance)
 
 
@@ -130,6 +136,7 @@ def _plan(cfg: TrainConfig, run: Path, state: dict[str, Any], resume: bool, fine
     train_sets, val_sets = split_datasets(open_all(cfg.data, cfg.patch_size), cfg)
     balance_scenes(train_sets, cfg.balance)
     check_tasks(model_cfg, train_sets, fine_tuning=fine_tuning)
+    _check_margin(cfg.label_margin, train_sets + val_sets)
     steps = steps_per_epoch(train_sets, cfg.batch_size, training=True, mix=cfg.mix_batches)
     val_steps = steps_per_epoch(val_sets, cfg.batch_size, training=False) if val_sets else 0
     start = state["epochs_done"]
@@ -140,6 +147,15 @@ def _plan(cfg: TrainConfig, run: Path, state: dict[str, Any], resume: bool, fine
         print(f"Run '{run}' already finished ({why}); writing its model again.")
     return _Plan(cfg=cfg, run=run, state=state, resume=resume, model_cfg=model_cfg, train_sets=train_sets,
                 val_sets=val_sets, steps=steps, val_steps=val_steps, start=start, finished=finished)
+
+
+def _check_margin(margin: int, datasets) -> None:
+    """A label margin must leave part of every dataset's windows (patch datasets keep their own size)."""
+    for ds in datasets:
+        if 2 * margin >= ds.patch_size:
+            raise UrbanMTLError(
+                f"--label-margin {margin} leaves nothing of the {ds.patch_size} px patches of "
+                f"'{ds.describe().get('path', ds)}'; use a margin below {ds.patch_size // 2}.")
 
 
 def _strategy(name: str):
@@ -165,10 +181,11 @@ def _trainer_class():
     return MultitaskTrainer
 
 
-def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0):
+def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0, label_margin: int = 0):
     """(trainer, inference network): the networks of `model_cfg`, the trainer around the training one, built
     on a dummy batch and compiled with its optimizer's variables made (to be restored on --resume). ema > 0:
-    the optimizer also keeps a moving average of the weights with that momentum (core.train_callbacks)."""
+    the optimizer also keeps a moving average of the weights with that momentum (core.train_callbacks).
+    label_margin: pixels of each window's edge the losses leave out (core.trainer)."""
     import keras
 
     from .model import build_networks
@@ -176,7 +193,7 @@ def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0):
 
     train_net, infer_net = build_networks(model_cfg)
     tasks = tuple(t for t in ("hse", "lcz") if getattr(model_cfg, f"has_{t}"))
-    trainer = MultitaskTrainer(train_net, model_cfg.spec["weighting"], tasks)
+    trainer = MultitaskTrainer(train_net, model_cfg.spec["weighting"], tasks, label_margin=label_margin)
     size = 8
     trainer({k: np.zeros((1, size // (2 if k == "hse_guide" else 1), size // (2 if k == "hse_guide" else 1),
                           v.shape[-1]), "float32") for k, v in train_net.input.items()})

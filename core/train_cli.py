@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spectral-jitter", type=float, help="sigma of per-band multiplicative jitter (default 0)")
     p.add_argument("--ema", type=float, help="momentum of a moving average of the weights that is validated and "
                    "kept as the model, e.g. 0.998 (default 0 = off)")
+    p.add_argument("--label-margin", type=int, help="10 m pixels on each side of a training window that the "
+                   "losses leave out, e.g. 16 (default 0); the model then maps with tiles overlapping by twice it")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
                    help="switch off the 8 flips/rotations")
     p.add_argument("--seed", type=int, help="seed for data order, augmentation and weights (deterministic run)")

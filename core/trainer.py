@@ -16,13 +16,17 @@ class MultitaskTrainer(keras.Model):
     """Wraps the training network; adds the learned log-variances s_hse, s_lcz (init 0) and the losses.
 
     train_step feeds the HSE reference as the P2F guide (NaN where none: the prediction is used).
+    label_margin: 10 m pixels on each side of every window left out of both losses (config `label_margin`);
+    the network still sees them.
     """
 
-    def __init__(self, network: keras.Model, weighting: str, tasks: tuple[str, ...], **kwargs):
+    def __init__(self, network: keras.Model, weighting: str, tasks: tuple[str, ...], label_margin: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.weighting = weighting
         self.tasks = tasks
+        self.label_margin = int(label_margin)
         self.p2f = "hse_guide" in network.input
         self.log_vars = {
             t: self.add_weight(name=f"s_{t}", shape=(), initializer="zeros",
@@ -47,9 +51,10 @@ class MultitaskTrainer(keras.Model):
     def _task_losses(self, y, pred):
         losses, counts = {}, {}
         if "hse" in self.tasks:
-            losses["hse"], counts["hse"] = hse_loss(y["hse"], pred["hse"])
+            # The HSE grid is 20 m: half the margin in its pixels. LCZ references are on the 10 m input grid.
+            losses["hse"], counts["hse"] = hse_loss(y["hse"], pred["hse"], self.label_margin // 2)
         if "lcz" in self.tasks:
-            losses["lcz"], counts["lcz"] = lcz_loss(y["lcz"], pred["lcz"])
+            losses["lcz"], counts["lcz"] = lcz_loss(y["lcz"], pred["lcz"], self.label_margin)
         total = combine(losses, counts, self.weighting, self.log_vars)
         return total, losses
 

@@ -34,6 +34,29 @@ def test_lcz_loss_soft_targets_and_masked_rows():
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+def test_a_label_margin_leaves_the_window_edge_out_of_both_losses():
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0, 1, (2, 6, 6, 1)).astype(np.float32)
+    pred = rng.uniform(0, 1, (2, 6, 6, 1)).astype(np.float32)
+    loss, count = hse_loss(tf.constant(ref), tf.constant(pred), margin=2)
+    centre = (slice(None), slice(2, 4), slice(2, 4))
+    assert float(count) == 2 * 2 * 2
+    np.testing.assert_allclose(float(loss), np.mean(np.abs(ref[centre] - pred[centre]) * np.exp(ref[centre])),
+                               rtol=1e-6)
+    # Changing the edge changes nothing; changing the centre does.
+    edge_changed = ref.copy()
+    edge_changed[:, 0] = 0.0
+    assert float(hse_loss(tf.constant(edge_changed), tf.constant(pred), margin=2)[0]) == float(loss)
+    assert float(hse_loss(tf.constant(edge_changed), tf.constant(pred))[0]) != float(loss)
+
+    probs = rng.dirichlet(np.ones(17), (1, 4, 4)).astype(np.float32)
+    lcz_ref = np.zeros((1, 4, 4, 17), np.float32)
+    lcz_ref[0, :, :, 3] = 1.0
+    loss, count = lcz_loss(tf.constant(lcz_ref), tf.constant(probs), margin=1)
+    assert float(count) == 4
+    np.testing.assert_allclose(float(loss), -np.mean(np.log(probs[0, 1:3, 1:3, 3])), rtol=1e-5)
+
+
 def test_learned_weighting_formula_and_absent_tasks():
     losses = {"hse": tf.constant(0.4), "lcz": tf.constant(2.0)}
     counts = {"hse": tf.constant(10.0), "lcz": tf.constant(5.0)}

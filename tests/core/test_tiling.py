@@ -145,6 +145,10 @@ def test_model_tiling_follows_the_training_window_of_the_card():
     assert model_tiling({"training": {"config": {"patch_size": 40}}}) == (40, 8)      # 10 -> 8, a multiple of 8
     assert model_tiling({"tiling": {"tile_size": 96, "overlap": 24},
                          "training": {"config": {"patch_size": 64}}}) == (96, 24)   # an explicit entry wins
+    # A label margin (losses left out at the window edge): tiles overlap by twice it, at most half a tile.
+    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 16}}}) == (64, 32)
+    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 4}}}) == (64, 16)
+    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 24}}}) == (64, 32)
     for card in ({}, {"training": {}}, {"training": {"config": {"patch_size": 12}}}, None):
         assert model_tiling(card) == (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP)
 

@@ -111,6 +111,53 @@ def test_bad_ema_is_refused(data, tmp_path, capsys):
     assert "--ema must be at least 0 (off) and below 1" in capsys.readouterr().err
 
 
+def test_a_label_margin_trains_on_the_window_centre_and_maps_with_overlapping_tiles(data, tmp_path):
+    from core.data import iterate_batches, open_datasets
+    from core.model import ModelConfig
+    from core.tiling import model_tiling
+
+    run = tmp_path / "margin"
+    assert train_module.main(["--data", data["train"], "--val-data", data["val"], "--epochs", "1",
+                              "--label-margin", "8", "--out", str(run), *SMALL]) == 0
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["training"]["config"]["label_margin"] == 8
+    assert model_tiling(card) == (32, 16)          # tiles overlap by twice the margin
+    # The trainer's losses ignore the references of the margin and only those.
+    trainer, _ = train_module._build_trainer(ModelConfig(base_width=8), 0.002, label_margin=8)
+    trainer.load_weights(run / "best.weights.h5")
+    x, y = next(iter(iterate_batches(open_datasets(data["val"], patch_size=32), 8, training=False)))
+    edge = {"hse": y["hse"].copy(), "lcz": y["lcz"].copy()}
+    edge["hse"][:, :4] = np.nan                     # 4 pixels of 20 m = the 8 px margin
+    edge["lcz"][:, -8:] = 0.0
+    centre = {"hse": y["hse"].copy(), "lcz": y["lcz"].copy()}
+    centre["hse"][:, 4:12, 4:12] = 1.0 - centre["hse"][:, 4:12, 4:12]
+    # P2F feeds the HSE reference in as a guide: keep the guide, change only what the loss compares with.
+    loss = lambda ref: {k: float(v) for k, v in trainer._task_losses(ref, trainer(trainer._inputs(x, y)))[1].items()}
+    base = loss(y)
+    np.testing.assert_allclose(list(loss(edge).values()), list(base.values()), rtol=1e-6)
+    assert loss(centre)["hse"] != pytest.approx(base["hse"])
+
+
+@pytest.mark.parametrize("margin, message", [
+    ("7", "--label-margin must be an even number"),
+    ("-2", "--label-margin must be an even number"),
+    ("16", "leaves nothing of a 32 px window"),
+])
+def test_bad_label_margin_is_refused(data, tmp_path, capsys, margin, message):
+    assert train_module.main(["--data", data["train"], "--label-margin", margin,
+                              "--out", str(tmp_path / "r"), *SMALL]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_label_margin_too_wide_for_a_patch_dataset_is_refused(data, tmp_path, capsys):
+    # So2Sat patches are 32 px whatever --patch-size says: a 16 px margin would leave none of them.
+    assert train_module.main(["--data", data["train"], f"so2sat:{data['so2sat']}", "--val-fraction", "0.25",
+                              "--epochs", "1", "--out", str(tmp_path / "r"), *SMALL[:2], "--patch-size", "64",
+                              "--base-width", "8", "--label-margin", "16"]) == 2
+    assert "leaves nothing of the 32 px patches" in capsys.readouterr().err
+
+
 def test_mixed_formats_and_lcz_only_data(data, tmp_path):
     run = tmp_path / "mixed"
     assert train_module.main(["--data", data["train"], f"so2sat:{data['so2sat']}", "--val-fraction", "0.25",
