@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", choices=["area", "scene"],
                    help="windows per epoch of the scenes of a folder of manifests: in proportion to their area "
                         "(default) or the same for every scene")
-    p.add_argument("--variant", help="hse, lcz, mtl_equal, mtl_learned, mtl_learned_p2f (default), mtl_no_cbam")
+    p.add_argument("--variant", help="hse, lcz, mtl_equal, mtl_learned, mtl_learned_p2f (default), mtl_no_cbam, "
+                   "mtl_equal_p2f")
     p.add_argument("--base-width", type=int, help="base number of filters f (default 16)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 100)")
     p.add_argument("--batch-size", type=int, help="patches per batch, over all GPUs (default 8)")
