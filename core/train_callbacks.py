@@ -49,6 +49,11 @@ class ReseedDropout(keras.callbacks.Callback):
                 generator.state.assign(np.array([base * 1_000_003 + epoch * 1009 + i, 0], dtype="int64"))
 
 
+def _uses_ema(optimizer) -> bool:
+    """True when the optimizer keeps a moving average of the weights (config `ema` > 0)."""
+    return bool(getattr(optimizer, "use_ema", False))
+
+
 def _swap_averaged(optimizer) -> None:
     """Exchange the weights and the optimizer's moving average of them (Keras keeps it in the optimizer,
     use_ema=True, and updates it in every training step)."""
@@ -63,7 +68,7 @@ def averaged_weights(trainer):
     """Inside the block the network holds the moving average of its weights (config `ema`); outside, the
     weights being trained. Without ema it changes nothing."""
     optimizer = trainer.optimizer
-    if not getattr(optimizer, "use_ema", False):
+    if not _uses_ema(optimizer):
         yield
         return
     _swap_averaged(optimizer)
@@ -82,7 +87,7 @@ class AveragedValidation(keras.callbacks.Callback):
         self.swapped = False
 
     def on_test_begin(self, logs=None):
-        self.swapped = bool(getattr(self.trainer.optimizer, "use_ema", False))
+        self.swapped = _uses_ema(self.trainer.optimizer)
         if self.swapped:
             _swap_averaged(self.trainer.optimizer)
 
