@@ -12,7 +12,9 @@ Each transform's 20 m probabilities are averaged per 100 m cell and its argmax c
 untransformed teacher, as core.evaluate_maps compares a map: LCZ agreement and built/natural agreement (1-10 vs
 A-G). Also scored: the untransformed run against the shared labels (how closely this reproduces them) and the
 mean of the eight (an orientation-free teacher) against the untransformed one, and with --maps the student's
-maps against both. The teacher's cells are kept in OUT's folder (OUT without .json, one .npz per scene) and reused
+maps against both. With --entropy-crops, instead: on a 1.6 km crop of each scene, the teacher's entropy and the
+cross-entropy of its orientation average against it (the lowest LCZ training loss an orientation-free student
+can reach there). The teacher's cells are kept in OUT's folder (OUT without .json, one .npz per scene) and reused
 by later runs. Run by hand; on 2 CPU cores
 about a minute per 10 km² per transform.
 """
@@ -137,12 +139,36 @@ def scene(manifest: Path, model, maps: list[Path], cache: Path) -> dict:
     }
 
 
+def entropy_floor(manifest: Path, model, size: int = 160, at: int = 100) -> dict:
+    """On a size x size px crop of the scene (from pixel (at, at)): the teacher's mean entropy and the mean
+    cross-entropy of its orientation average against it, per 20 m pixel, 8 px (160 m) from the crop's edge left
+    out. The second is the lowest LCZ training loss a student that answers alike for all 8 orientations can
+    reach on these pixels; the difference is what the orientations cost."""
+    import rasterio
+
+    from core.data import load_manifest
+
+    spec = load_manifest(manifest)
+    with rasterio.open(spec.image) as ds:
+        image = np.moveaxis(ds.read(window=((at, at + size), (at, at + size))).astype(np.float32), 0, -1) / 1e4
+    grids = [teacher_grid(model, image, k) for k in range(len(TRANSFORMS))]
+    inner = (slice(8, size // 2 - 8), slice(8, size // 2 - 8))
+    p, q = grids[0][inner], np.mean(grids, axis=0)[inner]
+    eps = 1e-7
+    return {"scene": spec.name, "crop_px": [at, at, size, size],
+            "teacher_entropy": round(float((-(p * np.log(np.clip(p, eps, 1))).sum(-1)).mean()), 3),
+            "cross_entropy_mean_of_8": round(float((-(p * np.log(np.clip(q, eps, 1))).sum(-1)).mean()), 3)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scenes", nargs="*", help="city names or manifests (default: the bundled validation cities)")
     p.add_argument("--maps", nargs="*", default=[], type=Path,
                    help="folders of student maps <scene>_lcz.tif (bench/compare_runs.py's <run>_maps) to score "
                         "against the teacher and the mean of its 8 orientations")
+    p.add_argument("--entropy-crops", action="store_true",
+                   help="instead: the teacher's entropy and the cross-entropy of its orientation average against "
+                        "it on a 1.6 km crop of each scene (entropy_floor)")
     p.add_argument("--out", default=str(REPO / "runs" / "teacher_consistency.json"))
     a = p.parse_args(argv)
     import keras
@@ -156,6 +182,12 @@ def main(argv=None) -> int:
         path = Path(name)
         manifests += [path] if path.suffix in (".yaml", ".json") else [Path(m) for m in val_manifests([name])]
     model = keras.saving.load_model(TEACHER, compile=False)
+    if a.entropy_crops:
+        for manifest in manifests:
+            r = entropy_floor(manifest, model)
+            print(f"{r['scene']}: teacher entropy {r['teacher_entropy']:.3f}, cross-entropy of its orientation "
+                  f"average against it {r['cross_entropy_mean_of_8']:.3f} (crop {r['crop_px']})", flush=True)
+        return 0
     results = []
     for manifest in manifests:
         r = scene(manifest, model, a.maps, Path(a.out).with_suffix(""))
