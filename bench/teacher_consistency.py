@@ -33,7 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared"
-CITIES = SHARED / "data" / "cities"
 TEACHER = SHARED / "teachers" / "so2sat_lcz42_s2_resnet20.keras"
 WINDOW, STEP, CELL20, BUILT_MAX = 32, 4, 5, 10       # 10 m px; 40 m step; 100 m cell = 5 x 5 20 m px
 TRANSFORMS = ["identity", "rot90", "rot180", "rot270", "flip", "flip_rot90", "flip_rot180", "flip_rot270"]
