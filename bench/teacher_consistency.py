@@ -34,14 +34,16 @@ sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared"
 TEACHER = SHARED / "teachers" / "so2sat_lcz42_s2_resnet20.keras"
-WINDOW, STEP, CELL20, BUILT_MAX = 32, 4, 5, 10       # 10 m px; 40 m step; 100 m cell = 5 x 5 20 m px
-TRANSFORMS = ["identity", "rot90", "rot180", "rot270", "flip", "flip_rot90", "flip_rot180", "flip_rot270"]
+WINDOW, STEP, CELL20 = 32, 4, 5       # 10 m px; 40 m step; 100 m cell = 5 x 5 20 m px
+#: core.data.augment.dihedral's transforms k = 0..7 (k % 4 quarter turns, then for k >= 4 a left-right flip).
+TRANSFORMS = ["identity", "rot90", "rot180", "rot270", "flip", "rot90_flip", "rot180_flip", "rot270_flip"]
 
 
 def transform(windows: np.ndarray, k: int) -> np.ndarray:
-    """Dihedral transform k (0..7, TRANSFORMS) of windows (N, H, W, C)."""
-    out = windows[:, :, ::-1] if k >= 4 else windows
-    return np.rot90(out, k % 4, axes=(1, 2))
+    """Dihedral transform k of windows (N, H, W, C): the training augmentation's, applied to each window."""
+    from core.data.augment import dihedral
+
+    return np.moveaxis(dihedral(np.moveaxis(windows, 0, -1), k), -1, 0)
 
 
 def teacher_grid(model, image: np.ndarray, k: int, batch: int = 512) -> np.ndarray:
@@ -83,6 +85,8 @@ def cells(probs20: np.ndarray) -> np.ndarray:
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    from core.evaluate_maps import BUILT_MAX
+
     return {"oa": round(float(np.mean(a == b)), 4),
             "built_natural_oa": round(float(np.mean((a <= BUILT_MAX) == (b <= BUILT_MAX))), 4)}
 
@@ -107,8 +111,6 @@ def scene(manifest: Path, model, maps: list[Path], cache: Path) -> dict:
     from core.data import load_manifest
 
     spec = load_manifest(manifest)
-    with rasterio.open(spec.image) as ds:
-        image = np.moveaxis(ds.read().astype(np.float32), 0, -1) / 1e4      # README: DN / 10000, no offset
     with rasterio.open(spec.lcz) as ds:
         shared = np.moveaxis(ds.read().astype(np.float32), 0, -1) / 255.0
     started = time.perf_counter()
@@ -117,6 +119,8 @@ def scene(manifest: Path, model, maps: list[Path], cache: Path) -> dict:
         saved = np.load(cached)
         codes, mean_codes = list(saved["codes"]), saved["mean_codes"]
     else:
+        with rasterio.open(spec.image) as ds:
+            image = np.moveaxis(ds.read().astype(np.float32), 0, -1) / 1e4  # README: DN / 10000, no offset
         grids = [teacher_grid(model, image, k) for k in range(len(TRANSFORMS))]
         codes = [cells(g) for g in grids]
         mean_codes = cells(np.mean(grids, axis=0))
