@@ -46,30 +46,24 @@ class XlaTeacher:
         model = keras.saving.load_model(TEACHER, compile=False)
         self._fn = tf.function(lambda x: model(x, training=False), jit_compile=True)
 
-    def __call__(self, x: np.ndarray, training: bool = False):
+    def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         n = len(x)
         if n < BATCH:
             x = np.concatenate([x, np.zeros((BATCH - n,) + x.shape[1:], x.dtype)])
-        return _Out(self._fn(x).numpy()[:n])
-
-
-class _Out:
-    def __init__(self, a):
-        self._a = a
-
-    def numpy(self):
-        return self._a
+        return self._fn(x).numpy()[:n]
 
 
 def scenes_of(config: Path) -> tuple[list[Path], list[Path]]:
     """(training city manifests, validation city manifests) of the config's cities folder."""
     import yaml
 
+    from core.train_data import scene_key_matches
+
     cfg = yaml.safe_load(config.read_text())
     val = cfg.get("val_scenes") or []
     folders = [(config.parent / d).resolve() for d in cfg["data"]]
     manifests = sorted(m for f in folders if f.name == "cities" for m in f.glob("*.yaml"))
-    is_val = [any(m.stem.split("_")[0] == v for v in val) for m in manifests]
+    is_val = [scene_key_matches(m.stem, val) for m in manifests]
     return ([m for m, v in zip(manifests, is_val) if not v], [m for m, v in zip(manifests, is_val) if v])
 
 

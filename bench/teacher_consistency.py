@@ -62,7 +62,7 @@ def teacher_grid(model, image: np.ndarray, k: int, batch: int = 512) -> np.ndarr
         windows = np.stack([padded[pad + STEP * i + 2 - WINDOW // 2:pad + STEP * i + 2 + WINDOW // 2,
                                    pad + STEP * j + 2 - WINDOW // 2:pad + STEP * j + 2 + WINDOW // 2]
                             for i, j in chunk])
-        probs = model(transform(windows, k).astype(np.float32), training=False).numpy()
+        probs = np.asarray(model(transform(windows, k).astype(np.float32), training=False))
         coarse[tuple(np.array(chunk).T)] = probs
     # Bilinear to the 20 m pixel centres (edge coordinate 2r + 1, i.e. window index (2r - 1) / 4), edges constant.
     return _linear(_linear(coarse, h20, 0), w20, 1)
