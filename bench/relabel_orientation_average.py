@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "relabel_mean8")
     a = p.parse_args(argv)
     train, val = scenes_of(a.config)
+    if not train:
+        raise SystemExit(f"{a.config} names no cities folder (data: [..., .../cities]) with training scenes.")
     a.out.mkdir(parents=True, exist_ok=True)
     from core.data import load_manifest
 
