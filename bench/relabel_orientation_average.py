@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.teacher_consistency import TEACHER, TRANSFORMS, teacher_grid  # noqa: E402
+from bench.teacher_consistency import TEACHER, TRANSFORMS, read_hwc, teacher_grid  # noqa: E402
 
 #: f_k per LCZ 1..17 (../shared/teachers/README.md, Stewart & Oke 2012 midpoints).
 HSE_F = np.array([1.00, 0.95, 0.90, 0.65, 0.70, 0.65, 0.85, 0.85, 0.25, 0.55,
@@ -75,16 +75,11 @@ def write_manifest(out: Path, spec, lcz: Path, hse: Path) -> None:
 
 def check(model, manifest: Path, size: int = 320, at: int = 200) -> float:
     """Largest difference of the untransformed XLA teacher from the shared label inside a crop (interior only)."""
-    import rasterio
-
     from core.data import load_manifest
 
     spec = load_manifest(manifest)
-    win = ((at, at + size), (at, at + size))
-    with rasterio.open(spec.image) as ds:
-        image = np.moveaxis(ds.read(window=win).astype(np.float32), 0, -1) / 1e4
-    with rasterio.open(spec.lcz) as ds:
-        shared = np.moveaxis(ds.read(window=((at // 2, (at + size) // 2),) * 2).astype(np.float32), 0, -1) / 255
+    image = read_hwc(spec.image, 1e4, window=((at, at + size),) * 2)
+    shared = read_hwc(spec.lcz, 255, window=((at // 2, (at + size) // 2),) * 2)
     ours = teacher_grid(model, image, 0, batch=BATCH)
     inner = (slice(16, size // 2 - 16),) * 2
     return float(np.abs(ours[inner] - shared[inner]).max())
@@ -101,11 +96,10 @@ def relabel(model, manifest: Path, out: Path) -> str:
         write_manifest(out / f"{spec.name}.yaml", spec, lcz_out, hse_out)
         return f"{spec.name}: exists"
     started = time.perf_counter()
-    with rasterio.open(spec.image) as ds:
-        image = np.moveaxis(ds.read().astype(np.float32), 0, -1) / 1e4   # README: DN / 10000, no offset
+    image = read_hwc(spec.image, 1e4)
+    total = read_hwc(spec.lcz, 255)                 # transform 0 = the shared label
     with rasterio.open(spec.lcz) as ds:
         profile = ds.profile
-        total = np.moveaxis(ds.read().astype(np.float32), 0, -1) / 255.0  # transform 0 = the shared label
     with rasterio.open(spec.hse) as ds:
         hse_profile, hse_shared = ds.profile, ds.read(1)
     empty = total.sum(-1) == 0

@@ -46,6 +46,15 @@ def transform(windows: np.ndarray, k: int) -> np.ndarray:
     return np.moveaxis(dihedral(np.moveaxis(windows, 0, -1), k), -1, 0)
 
 
+def read_hwc(path: Path, divisor: float, window=None) -> np.ndarray:
+    """A raster (or a rasterio window of it) as float32 (H, W, bands) divided by `divisor`: 1e4 for the teacher's
+    input (../shared/data/README.md: DN / 10000, no offset), 255 for the shared uint8 label probabilities."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return np.moveaxis(ds.read(window=window).astype(np.float32), 0, -1) / divisor
+
+
 def teacher_grid(model, image: np.ndarray, k: int, batch: int = 512) -> np.ndarray:
     """Teacher probabilities (H20, W20, 17) on the 20 m grid of `image` (H, W, 10) reflectance, transform k."""
     h, w = image.shape[:2]
@@ -106,21 +115,17 @@ def student_scores(lcz_map: Path, teacher: np.ndarray, mean8: np.ndarray) -> dic
 
 
 def scene(manifest: Path, model, maps: list[Path], cache: Path) -> dict:
-    import rasterio
-
     from core.data import load_manifest
 
     spec = load_manifest(manifest)
-    with rasterio.open(spec.lcz) as ds:
-        shared = np.moveaxis(ds.read().astype(np.float32), 0, -1) / 255.0
+    shared = read_hwc(spec.lcz, 255)
     started = time.perf_counter()
     cached = cache / f"{spec.name}.npz"
     if cached.exists():           # the teacher's cells depend on the image alone: computed once
         saved = np.load(cached)
         codes, mean_codes = list(saved["codes"]), saved["mean_codes"]
     else:
-        with rasterio.open(spec.image) as ds:
-            image = np.moveaxis(ds.read().astype(np.float32), 0, -1) / 1e4  # README: DN / 10000, no offset
+        image = read_hwc(spec.image, 1e4)
         grids = [teacher_grid(model, image, k) for k in range(len(TRANSFORMS))]
         codes = [cells(g) for g in grids]
         mean_codes = cells(np.mean(grids, axis=0))
@@ -147,13 +152,10 @@ def entropy_floor(manifest: Path, model, size: int = 160, at: int = 100) -> dict
     cross-entropy of its orientation average against it, per 20 m pixel, 8 px (160 m) from the crop's edge left
     out. The second is the lowest LCZ training loss a student that answers alike for all 8 orientations can
     reach on these pixels; the difference is what the orientations cost."""
-    import rasterio
-
     from core.data import load_manifest
 
     spec = load_manifest(manifest)
-    with rasterio.open(spec.image) as ds:
-        image = np.moveaxis(ds.read(window=((at, at + size), (at, at + size))).astype(np.float32), 0, -1) / 1e4
+    image = read_hwc(spec.image, 1e4, window=((at, at + size), (at, at + size)))
     grids = [teacher_grid(model, image, k) for k in range(len(TRANSFORMS))]
     inner = (slice(8, size // 2 - 8), slice(8, size // 2 - 8))
     p, q = grids[0][inner], np.mean(grids, axis=0)[inner]
