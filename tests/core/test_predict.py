@@ -464,7 +464,8 @@ def traced_run(src: str) -> tuple[int, int]:
 
 def test_memory_does_not_grow_with_scene_height(tmp_path):
     peaks = {}
-    for height in (192, 1536):
+    small, large = 768, 3072
+    for height in (small, large):
         src = write_scene(tmp_path / f"s{height}.tif", smooth_scene(height, 128))
         # Measured in a fresh process: tracemalloc counts every thread, and in a full test run threads left by
         # earlier tests allocate while it traces (seen: 1.42x for the same code).
@@ -475,9 +476,13 @@ def test_memory_does_not_grow_with_scene_height(tmp_path):
         peaks[height] = tuple(int(v) for v in done.stdout.split()[-2:])
     # The row buffer spans only the tile row in progress (rows finished by the previous tile row leave before
     # the next is added, even within a batch), whatever the height: a tile and a partly finished 100 m cell.
-    assert max(peaks[1536][0], peaks[192][0]) <= 64 // 2 + 4
-    # 8 times the height: memory that grew with it would be several times larger.
-    assert peaks[1536][1] < 1.3 * peaks[192][1], peaks
+    assert max(peaks[large][0], peaks[small][0]) <= 64 // 2 + 4
+    # Traced peak: buffers that grew with the height (the accumulator's sums of 19 float32 bands per 20 m pixel,
+    # kept for every row) would add (3072 - 768) / 2 rows x 64 px x 19 x 4 bytes = 5.6 MB. What it adds is the
+    # noise of the background read overlapping the network or not: measured 0.0-0.1 MB at these heights (peaks
+    # 3.82-3.83 MB at 768 rows, 3.90-3.91 MB at 3072). Both heights are long enough for that overlap to happen;
+    # a shorter scene (192 rows: 2.6-3.8 MB) may never reach it, which made a ratio against it flaky.
+    assert peaks[large][1] - peaks[small][1] < 1_500_000, peaks
 
 
 def test_outputs_are_flushed_block_row_by_block_row(tmp_path):
