@@ -67,10 +67,26 @@ def scenes_of(config: Path) -> tuple[list[Path], list[Path]]:
     return ([m for m, v in zip(manifests, is_val) if not v], [m for m, v in zip(manifests, is_val) if v])
 
 
-def write_manifest(out: Path, spec, lcz: Path, hse: Path) -> None:
-    out.write_text(
-        f"name: {spec.name}\nimage: {spec.image}\nnodata: 0\nhse: {hse}\nhse_scale: 1/254\n"
-        f"lcz: {lcz}\nlcz_kind: probabilities\nlcz_scale: 1/255\n")
+def write_manifest(out: Path, source: Path, lcz: Path, hse: Path) -> None:
+    """The scene manifest `source` (its nodata, scales and kinds as they are) with its image named by absolute
+    path and its labels replaced by `lcz` and `hse` (absolute too), written to `out`."""
+    import yaml
+
+    mapping = yaml.safe_load(source.read_text())
+    mapping.update(image=str((source.parent / mapping["image"]).resolve()), hse=str(Path(hse).resolve()),
+                   lcz=str(Path(lcz).resolve()))
+    out.write_text(yaml.safe_dump(mapping, sort_keys=False))
+
+
+def write_raster(path: Path, profile: dict, bands: np.ndarray) -> None:
+    """bands (count, H, W) written to `path` through a temporary name, so a stopped run leaves no partial file
+    under the name that marks a scene done."""
+    import rasterio
+
+    tmp = path.with_suffix(".part.tif")
+    with rasterio.open(tmp, "w", **profile) as ds:
+        ds.write(bands)
+    tmp.replace(path)
 
 
 def check(model, manifest: Path, size: int = 320, at: int = 200) -> float:
@@ -93,7 +109,7 @@ def relabel(model, manifest: Path, out: Path) -> str:
     spec = load_manifest(manifest)
     lcz_out, hse_out = out / f"{spec.name}_lcz_mean8_20m.tif", out / f"{spec.name}_hse_mean8.tif"
     if lcz_out.exists() and hse_out.exists():
-        write_manifest(out / f"{spec.name}.yaml", spec, lcz_out, hse_out)
+        write_manifest(out / f"{spec.name}.yaml", manifest, lcz_out, hse_out)
         return f"{spec.name}: exists"
     started = time.perf_counter()
     image = read_hwc(spec.image, 1e4)
@@ -113,15 +129,9 @@ def relabel(model, manifest: Path, out: Path) -> str:
     mean[empty] = 0
     hse = np.where(hse_shared == 255, 255, np.round((mean @ HSE_F) * 254)).astype(np.uint8)
     lcz = np.round(np.clip(mean, 0, 1) * 255).astype(np.uint8)
-    tmp = lcz_out.with_suffix(".part.tif")
-    with rasterio.open(tmp, "w", **profile) as ds:
-        ds.write(np.moveaxis(lcz, -1, 0))
-    tmp.replace(lcz_out)
-    tmp = hse_out.with_suffix(".part.tif")
-    with rasterio.open(tmp, "w", **hse_profile) as ds:
-        ds.write(hse, 1)
-    tmp.replace(hse_out)
-    write_manifest(out / f"{spec.name}.yaml", spec, lcz_out, hse_out)
+    write_raster(lcz_out, profile, np.moveaxis(lcz, -1, 0))
+    write_raster(hse_out, hse_profile, hse[None])
+    write_manifest(out / f"{spec.name}.yaml", manifest, lcz_out, hse_out)
     agree = float(np.mean(mean.argmax(-1)[~empty] == shared_codes))
     return (f"{spec.name}: {image.shape[0]} x {image.shape[1]} px, {time.perf_counter() - started:.0f} s; "
             f"20 m argmax of the orientation average = shared label's in {agree:.3f} of pixels")
@@ -140,7 +150,7 @@ def main(argv=None) -> int:
 
     for m in val:
         spec = load_manifest(m)
-        write_manifest(a.out / f"{spec.name}.yaml", spec, spec.lcz, spec.hse)
+        write_manifest(a.out / f"{spec.name}.yaml", m, spec.lcz, spec.hse)
     print(f"{len(train)} training scenes to relabel, {len(val)} validation scenes kept: "
           f"{', '.join(m.stem for m in val)}", flush=True)
     model = XlaTeacher()
