@@ -120,6 +120,39 @@ def bootstrap(before: np.ndarray, after: np.ndarray, codes: Sequence[int], repea
     return out
 
 
+def bootstrap_ranges(per_polygon: dict[str, np.ndarray], codes: Sequence[int], repeats: int = 1000,
+                     seed: int = 0) -> dict[str, dict[str, Any]]:
+    """95 % ranges of OA, OA_bu and each class's F1 for every map of `per_polygon` ({name: (P, 17, 17)
+    per-polygon confusions}), drawing the test polygons with replacement within each class; every map is
+    scored on the same draws. Returns {name: {"oa": [low, high], "oa_bu": [...], "f1": {letter: [...]}}}
+    (a class's F1 range only where the class is in the reference)."""
+    codes = np.asarray(codes)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+    draws = np.zeros((repeats, len(codes)))
+    for i in range(repeats):
+        pick = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        draws[i] = np.bincount(pick, minlength=len(codes))
+    built = np.arange(NUM_CLASSES) < 10
+    present = sorted({int(c) for c in codes})
+    out: dict[str, dict[str, Any]] = {}
+    for name, cms in per_polygon.items():
+        cm = np.tensordot(draws, np.asarray(cms, dtype=np.float64), axes=1)       # (repeats, 17, 17)
+        total = cm.sum(axis=(1, 2))
+        diag = np.trace(cm, axis1=1, axis2=2)
+        agree_bu = cm[:, built][:, :, built].sum(axis=(1, 2)) + cm[:, ~built][:, :, ~built].sum(axis=(1, 2))
+        rows, cols = cm.sum(axis=2), cm.sum(axis=1)
+        tp = np.diagonal(cm, axis1=1, axis2=2)
+        f1 = 2 * tp / np.maximum(rows + cols, 1e-12)
+
+        def rng95(values: np.ndarray) -> list[float]:
+            return [round(float(v), 4) for v in np.nanpercentile(values, [2.5, 97.5])]
+
+        out[name] = {"oa": rng95(diag / np.maximum(total, 1e-12)), "oa_bu": rng95(agree_bu / np.maximum(total, 1e-12)),
+                     "f1": {LETTERS[c - 1]: rng95(f1[:, c - 1]) for c in present}}
+    return out
+
+
 # --- report ---------------------------------------------------------------------------------------------------
 
 
@@ -127,22 +160,40 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
     return "&ndash;" if value is None else f"{value:.{digits}f}"
 
 
+#: The maps a report compares, in its columns: key in the result, heading.
+MAPS = (("before", "start model"), ("after", "fine-tuned"), ("forest", "random forest"))
+
+
+def _ranges(result: dict[str, Any], tag: str) -> Optional[dict[str, Any]]:
+    return ((result.get("bootstrap") or {}).get("ranges_95") or {}).get(tag)
+
+
+def _f1_range(result: dict[str, Any], tag: str, letter: str) -> Optional[Sequence[float]]:
+    return ((_ranges(result, tag) or {}).get("f1") or {}).get(letter)
+
+
+def _with_range(value: Optional[float], span: Optional[Sequence[float]], digits: int = 3) -> str:
+    text = _fmt(value, digits)
+    return text if value is None or not span else f"{text}<br><span class=note>{span[0]:.{digits - 1}f}&ndash;" \
+                                                  f"{span[1]:.{digits - 1}f}</span>"
+
+
 def _summary_table(result: dict[str, Any]) -> str:
+    maps = [(tag, name) for tag, name in MAPS if tag in result]
     rows = []
     for key, name, legend in SUMMARY:
+        cells = "".join(f"<td>{_with_range(result[tag].get(key), (_ranges(result, tag) or {}).get(key))}</td>"
+                        for tag, _ in maps)
         b, a = result["before"].get(key), result["after"].get(key)
         gain = None if a is None or b is None else a - b
         sign = "" if gain is None else ("+" if gain >= 0 else "")
-        rows.append(f"<tr><th>{name}</th><td>{_fmt(b)}</td><td>{_fmt(a)}</td>"
-                    f"<td>{sign}{_fmt(gain)}</td><td class=l>{legend}</td></tr>")
+        rows.append(f"<tr><th>{name}</th>{cells}<td>{sign}{_fmt(gain)}</td><td class=l>{legend}</td></tr>")
     ci = result.get("bootstrap")
     if ci:
-        rows.append(f"<tr><th>OA 95 %</th><td>{ci['oa_before_95'][0]:.3f} to {ci['oa_before_95'][1]:.3f}</td>"
-                    f"<td>{ci['oa_after_95'][0]:.3f} to {ci['oa_after_95'][1]:.3f}</td>"
-                    f"<td>{ci['oa_gain_95'][0]:+.3f} to {ci['oa_gain_95'][1]:+.3f}</td><td class=l>bootstrap "
-                    f"over test polygons ({ci['repeats']} draws)</td></tr>")
-    return ("<table><tr><th></th><th>before</th><th>after</th><th>gain</th><th></th></tr>"
-            + "".join(rows) + "</table>")
+        rows.append(f"<tr><th>gain 95 %</th>{'<td></td>' * len(maps)}<td>{ci['oa_gain_95'][0]:+.3f} to "
+                    f"{ci['oa_gain_95'][1]:+.3f}</td><td class=l>OA, fine-tuned minus start</td></tr>")
+    head = "".join(f"<th>{name}</th>" for _, name in maps)
+    return f"<table><tr><th></th>{head}<th>gain</th><th></th></tr>" + "".join(rows) + "</table>"
 
 
 def _swatch(code: int) -> str:
@@ -151,6 +202,7 @@ def _swatch(code: int) -> str:
 
 def _class_table(result: dict[str, Any]) -> str:
     split = result["split"]
+    maps = [(tag, name) for tag, name in MAPS if tag in result]
     rows = []
     for code in range(1, NUM_CLASSES + 1):
         letter = LETTERS[code - 1]
@@ -158,11 +210,13 @@ def _class_table(result: dict[str, Any]) -> str:
                                                     "test_cells_100m")]
         if not any(counts):
             continue
-        f1b, f1a = result["before"]["f1"].get(letter), result["after"]["f1"].get(letter)
+        f1 = "".join(f"<td>{_with_range(result[tag]['f1'].get(letter), _f1_range(result, tag, letter), 2)}</td>"
+                     for tag, _ in maps)
         rows.append(f"<tr><td class=l>{_swatch(code)} {html.escape(label(code))}</td>"
-                    + "".join(f"<td>{c}</td>" for c in counts) + f"<td>{_fmt(f1b, 2)}</td><td>{_fmt(f1a, 2)}</td></tr>")
+                    + "".join(f"<td>{c}</td>" for c in counts) + f1 + "</tr>")
+    head = "".join(f"<th>F1 {name}</th>" for _, name in maps)
     return ("<table><tr><th class=l>class</th><th>train polygons</th><th>test polygons</th><th>train pixels (10 m)"
-            "</th><th>test cells (100 m)</th><th>F1 before</th><th>F1 after</th></tr>" + "".join(rows) + "</table>")
+            f"</th><th>test cells (100 m)</th>{head}</tr>" + "".join(rows) + "</table>")
 
 
 def _confusion_table(cm: Sequence[Sequence[int]], title: str) -> str:
@@ -189,7 +243,7 @@ _STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 .l{text-align:left}.cm td{min-width:2.2em}.cm td.d{font-weight:bold;outline:2px solid #444}
 .sw{display:inline-block;width:.9em;height:.9em;border:1px solid #888;vertical-align:middle}
-.note{color:#555;font-size:90%}"""
+.note{color:#555;font-size:90%}.warn li{color:#8a3b00}"""
 
 
 def write_report(result: dict[str, Any], path: str | Path) -> Path:
@@ -208,18 +262,23 @@ def write_report(result: dict[str, Any], path: str | Path) -> Path:
              ("test cells left out (touching a training polygon)", split.get("test_cells_excluded", 0))]
     facts_html = "".join(f"<tr><th class=l>{html.escape(str(k))}</th><td class=l>{html.escape(str(v))}</td></tr>"
                          for k, v in facts if v is not None)
+    warnings = "".join(f"<li>{html.escape(text)}</li>" for text in result.get("warnings", []))
     body = (f"<h1>LCZ accuracy on held-out training areas</h1><table>{facts_html}</table>"
-            f"<h2>Summary</h2>{_summary_table(result)}"
+            + (f"<h2>Warnings</h2><ul class=warn>{warnings}</ul>" if warnings else "")
+            + f"<h2>Summary</h2>{_summary_table(result)}"
             "<p class=note>Scores on the 100 m cells whose centre lies inside a test polygon; test polygons were "
-            "held out whole (stratified by class) and never trained on. Before = start model, after = fine-tuned "
-            "model, both mapped by the same engine."
+            "held out whole (stratified by class) and never trained on. Start model and fine-tuned model are "
+            "mapped by the same engine; the random forest is the LCZ Generator's method (Demuzere et al. 2021: "
+            "band means and spreads per 100 m cell and its 300 m and 500 m neighbourhoods) trained on the same "
+            "train polygons. Small figures: 95 % range of a bootstrap over the test polygons (within class)."
             + (f" The final model was then trained the same way on all {refit['polygons']} polygons, test "
                "polygons included, so these figures measure the procedure; the final model cannot be tested on "
                "polygons it has seen." if refit else "") + "</p>"
             f"<h2>Classes</h2>{_class_table(result)}<h2>Confusion matrices</h2><p class=note>Rows: reference (test "
             f"polygons), columns: map. Shading: share of the row.</p>"
-            f"{_confusion_table(result['before']['confusion'], 'Before (start model)')}"
-            f"{_confusion_table(result['after']['confusion'], 'After (fine-tuned)')}")
+            f"{_confusion_table(result['before']['confusion'], 'Start model')}"
+            f"{_confusion_table(result['after']['confusion'], 'Fine-tuned')}"
+            + (_confusion_table(result['forest']['confusion'], 'Random forest') if 'forest' in result else ""))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>LCZ accuracy</title><style>{_STYLE}</style>"
             f"</head><body>{body}</body></html>\n")
     path = Path(path)

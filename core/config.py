@@ -22,6 +22,8 @@ class TrainConfig:
     val_scenes: list[str] = field(default_factory=list)  # scenes held out whole for validation: a scene's
                                        # name or its part before the first '_' (a city: 'rio' = rio_20171011).
                                        # With val_scenes, scenes of a manifest folder are never split by area.
+    exclude_scenes: list[str] = field(default_factory=list)  # scenes left out of the run altogether (neither
+                                       # trained nor validated on; named as val_scenes): leave-region-out
     mix_batches: bool = True           # batches mix samples of every dataset (same patch size needed)
     balance: str = "area"              # windows per epoch of the scenes of a folder of manifests (cities):
                                        # "area" = in proportion to each scene's area; "scene" = the same number
@@ -42,11 +44,27 @@ class TrainConfig:
     patience: int = 10                 # early stopping on validation loss
     augment: bool = True               # the 8 flips/rotations
     spectral_jitter: float = 0.0       # sigma of a per-band multiplicative jitter (0 = off)
+    rare_windows: float = 0.0          # share of the training windows of a scene with an LCZ raster centred on
+                                       # a 40 m cell of a rare class (rare_classes; 0 = off)
+    rare_classes: list[str] = field(default_factory=lambda: ["1", "4", "7", "10"])
+    atmosphere: float = 0.0            # strength of a random change of atmosphere and illumination per window
+                                       # (path radiance, haze, brightness, contrast; core.data.augment; 0 = off)
     ema: float = 0.0                   # momentum of a moving average of the weights (Polyak averaging), which
                                        # is what is validated, checkpointed as best and kept as the model
                                        # (0 = off; 0.998 averages about the last 500 steps)
     label_margin: int = 0              # 10 m pixels on each side of a training window that the network sees
                                        # but the losses leave out (even; 2 * margin < every window's size)
+    freeze: str = "none"               # fine-tuning: "backbone" keeps blocks 1-4, the HSE head and every
+                                       # BatchNorm at the start model's weights (only the LCZ branch learns;
+                                       # the HSE map stays the start model's); "none" trains every layer
+    distill: float = 0.0               # fine-tuning: weight of a loss pulling the LCZ output towards the start
+                                       # model's where a window has no LCZ reference (0 = off)
+    distill_map: str = ""              # JSON file of a 17 x 17 matrix (rows: start model's class, columns: the
+                                       # class to learn) through which the start model's probabilities pass
+                                       # before they are a distillation target ("": as they are)
+    class_balance: bool = False        # windows around training polygons: every class equally often
+    background: float = 0.0            # share of the windows of a polygon scene drawn anywhere in it instead of
+                                       # around the polygons (with distill: the start model is kept there)
     hse_threshold: float = 0.5         # built/not built for the binary HSE metrics
     seed: Optional[int] = None
     distribute: str = "none"           # none | mirrored | multiworker

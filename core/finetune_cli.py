@@ -10,14 +10,17 @@ from typing import Any, Optional
 
 from .errors import UrbanMTLError
 from .finetune import finetune
-from .finetune_setup import LEARNING_RATE, MAX_EPOCHS, MIN_EPOCHS, PATCH_SIZE, TRAIN_WINDOWS, FinetuneOptions
+from .finetune_setup import (
+    DISTILL, FREEZE, LEARNING_RATE, MAX_EPOCHS, MIN_EPOCHS, TRAIN_WINDOWS, FinetuneOptions,
+)
+from .train import FREEZES
 
 
 def _summary(result: dict[str, Any]) -> str:
-    b, a = result["before"], result["after"]
-    text = (f"OA {b['oa']:.3f} -> {a['oa']:.3f} ({a['oa'] - b['oa']:+.3f}) on {a['cells']} test cells of "
-            f"{result['split']['n_test']} held-out polygons; OA_bu {b['oa_bu']:.3f} -> {a['oa_bu']:.3f}, OA_w "
-            f"{b['oa_w']:.3f} -> {a['oa_w']:.3f}")
+    b, a, f = result["before"], result["after"], result["forest"]
+    text = (f"OA {b['oa']:.3f} -> {a['oa']:.3f} ({a['oa'] - b['oa']:+.3f}; random forest {f['oa']:.3f}) on "
+            f"{a['cells']} test cells of {result['split']['n_test']} held-out polygons; OA_bu {b['oa_bu']:.3f} -> "
+            f"{a['oa_bu']:.3f} (forest {f['oa_bu']:.3f}), OA_w {b['oa_w']:.3f} -> {a['oa_w']:.3f}")
     ci = result.get("bootstrap")
     if ci:
         text += f"; gain 95 % interval {ci['oa_gain_95'][0]:+.3f} to {ci['oa_gain_95'][1]:+.3f}"
@@ -34,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--field", required=True, help="attribute holding the class: 1-17, 1-10/A-G or 101-107")
     p.add_argument("--out", required=True, help="run folder to create (model.keras, accuracy.json, ...)")
     p.add_argument("--model", help="start model: model.keras or a run folder (default: the bundled model)")
-    p.add_argument("--epochs", type=int, help=f"epochs (default: about {TRAIN_WINDOWS} training windows of "
-                   f"{PATCH_SIZE} px, {MIN_EPOCHS}-{MAX_EPOCHS} epochs)")
-    p.add_argument("--no-replay", dest="replay", action="store_false",
-                   help="train on the polygons only, not also on the start model's map around them")
+    p.add_argument("--epochs", type=int, help=f"epochs (default: about {TRAIN_WINDOWS} training windows as large as "
+                   f"the start model's mapping tiles, {MIN_EPOCHS}-{MAX_EPOCHS} epochs)")
+    p.add_argument("--distill", type=float, default=DISTILL,
+                   help=f"weight of keeping the start model's own map away from the polygons, where they do not "
+                        f"contradict it (default {DISTILL:g}; 0 = train on the polygons alone)")
+    p.add_argument("--freeze", choices=FREEZES, default=FREEZE,
+                   help=f"layers that keep the start model's weights (default {FREEZE}: all but the LCZ branch, "
+                        f"so the HSE map does not change; none = train every layer)")
     p.add_argument("--no-refit", dest="refit", action="store_false",
                    help="keep the model trained on the train polygons as the run's model (default: once the test "
                         "polygons are scored, train the run's model again on all polygons)")
@@ -49,21 +56,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=float, help="DN offset (e.g. -1000) instead of the one from the metadata")
     p.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
                    help=f"Nesterov Adam learning rate (default {LEARNING_RATE:g})")
+    p.add_argument("--train-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="a further training setting (a key of python -m core.train --config, value as YAML), "
+                        "e.g. freeze=none; repeatable; for experiments")
     return p
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """{key: value} of --train-setting KEY=VALUE items, each value checked as core.train's config file checks it."""
+    import yaml
+
+    from .config import check_value, config_keys
+
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in config_keys():
+            raise UrbanMTLError(f"--train-setting {item!r}: give KEY=VALUE with a key of the training config "
+                                f"({', '.join(config_keys())}).")
+        values[key] = check_value(key, yaml.safe_load(text))
+    return values
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        extra = _settings(args.train_setting)
+    except UrbanMTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     opts = FinetuneOptions(image=args.image, polygons=args.polygons, field=args.field, out=args.out,
                            model=args.model, epochs=args.epochs, seed=args.seed, test_share=args.test_share,
                            layer=args.layer, bands=args.bands, offset=args.offset, learning_rate=args.learning_rate,
-                           replay=args.replay, refit=args.refit)
+                           refit=args.refit, distill=args.distill, freeze=args.freeze, extra=extra)
     try:
         result = finetune(opts, log=lambda text: print(text, flush=True))
     except UrbanMTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(_summary(result))
+    for text in result.get("warnings", []):
+        print(f"warning: {text}")
     print(f"Wrote {Path(args.out) / 'model.keras'}, {Path(args.out) / 'accuracy.json'} and "
           f"{Path(args.out) / 'accuracy.html'}.")
     return 0

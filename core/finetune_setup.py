@@ -1,7 +1,15 @@
 """What a fine-tuning run (core.finetune) trains on: its options and defaults, the training areas read, checked,
-split whole and written (RUN/train_areas.gpkg, RUN/test_areas.gpkg), the scene manifests to train on (the train
-polygons and, with replay, the start model's own map away from them), the window size, the number of epochs and
-the TrainConfig. Light to import: GDAL, YAML and the training code load inside the functions.
+split whole and written (RUN/train_areas.gpkg, RUN/test_areas.gpkg), the scene manifest of the polygons, what the
+polygons say of the start model's classes (remap_matrix, the distillation's translation), the window size, the
+number of epochs and the TrainConfig. Light to import: GDAL, YAML and the training code load inside the functions.
+
+How fine-tuning follows the training areas (each choice measured with bench/bench_finetune.py, README "Train on
+your own city"): only the LCZ branch learns (FREEZE: the shared features, the HSE head and every BatchNorm keep
+the start model's weights, so the HSE map does not change); training windows are centred on the polygons, every
+class drawn equally often, plus BACKGROUND of them anywhere in the image; on the polygons the user's class is the
+target; everywhere else the start model's own LCZ probabilities are (distillation, weight DISTILL), translated
+where the polygons contradict them (remap_matrix), with the user's classes lumped together, so that the start
+model decides how much of each class the user did not draw stays, and the polygons decide among the user's.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+import numpy as np
 
 from .errors import UrbanMTLError
 from .spec import SIZE_MULTIPLE
@@ -22,8 +32,7 @@ from .spec import SIZE_MULTIPLE
 PATCH_SIZE = 256
 #: Training length (measured on 2 CPU cores, see the project's report): by default the number of epochs is chosen
 #: so that training sees about TRAIN_WINDOWS windows, whatever the scene's size and the number of polygons (an
-#: epoch is POLYGON_WINDOWS windows per training polygon, at most the scene's area in windows, plus as many
-#: replay windows as the scene's area holds).
+#: epoch is POLYGON_WINDOWS windows per training polygon, at most the scene's area in windows).
 TRAIN_WINDOWS = 800
 MIN_EPOCHS, MAX_EPOCHS = 5, 200
 LEARNING_RATE = 1e-3
@@ -31,9 +40,13 @@ LR_DECAY = 0.75
 #: The learning rate decays this many times over the run (x LR_DECAY each time).
 LR_DECAYS = 8
 BATCH_SIZE = 8
-#: Replay: also train on the start model's own map away from the polygons, so classes the user did not draw are
-#: not forgotten (see write_manifests).
-REPLAY = True
+#: Layers that keep the start model's weights (core.train.freeze_layers): "backbone" = all but the LCZ branch.
+FREEZE = "backbone"
+#: Weight of the distillation loss (the start model's translated map where there is no polygon) against the
+#: polygons' loss; 0 trains on the polygons alone.
+DISTILL = 1.0
+#: Share of the training windows drawn anywhere in the image rather than around a polygon (distillation only).
+BACKGROUND = 0.5
 #: Refit: once the held-out test is scored, train again from the start model on every polygon (train and test),
 #: as the LCZ Generator maps with all training areas; the model of the run folder is that one, and the test
 #: figures are those of the same training on the train polygons only (RUN/heldout).
@@ -44,11 +57,13 @@ _RUN_FILES = ("model.keras", "state.json", "accuracy.json")
 
 Log = Callable[[str], None]
 Progress = Callable[[float], None]
-#: Share of the run's progress (0..100) each step reports in, for a caller's progress bar: mapping with the start
-#: model, training on the train polygons (per batch), mapping with that model, training on all polygons (refit),
-#: then writing the report up to 100. Without refit, "training" and "after" stretch over the refit's share.
-PROGRESS_STEPS = {"before": (1.0, 8.0), "training": (8.0, 50.0), "after": (50.0, 56.0), "refit": (56.0, 98.0)}
-NO_REFIT_STEPS = {"before": (1.0, 8.0), "training": (8.0, 90.0), "after": (90.0, 98.0)}
+#: Share of the run's progress (0..100) each step reports in, for a caller's progress bar (and its estimate of the
+#: time left): mapping with the start model, training on the train polygons (per batch), mapping with that model,
+#: training on all polygons (refit), mapping with the run's model, then the report up to 100. Without refit,
+#: "training" and "after" stretch over the refit's share.
+PROGRESS_STEPS = {"before": (1.0, 6.0), "training": (6.0, 46.0), "after": (46.0, 50.0), "refit": (50.0, 93.0),
+                  "final": (93.0, 97.0)}
+NO_REFIT_STEPS = {"before": (1.0, 8.0), "training": (8.0, 92.0), "after": (92.0, 98.0)}
 #: The sub-folder of RUN holding the model trained on the train polygons only, when the run refits.
 HELDOUT = "heldout"
 
@@ -70,8 +85,9 @@ class FinetuneOptions:
     offset: Optional[float] = None         # DN offset, as core.predict --offset
     learning_rate: float = LEARNING_RATE
     bootstrap: int = BOOTSTRAP_REPEATS
-    replay: bool = REPLAY                  # also train on the start model's own map away from the polygons
     refit: bool = REFIT                    # the final model trains on all polygons (see REFIT)
+    distill: float = DISTILL               # weight of keeping the start model's map away from the polygons
+    freeze: str = FREEZE                   # layers kept at the start model's weights
     extra: dict[str, Any] = field(default_factory=dict)   # further TrainConfig keys (tests, experiments)
 
 
@@ -114,10 +130,14 @@ def prepare_areas(opts: FinetuneOptions, out: Path, log: Log) -> dict[str, Any]:
     return {"grid": grid, "train": train, "test": test, "split": split}
 
 
-def _manifest(opts: FinetuneOptions, path: Path, keys: dict[str, Any]) -> Path:
+def areas_manifest(opts: FinetuneOptions, out: Path, areas: str) -> Path:
+    """The scene manifest (image, no HSE reference) of the polygons in RUN/<areas>_areas.gpkg:
+    RUN/<areas>_scene.yaml ("train"; "all" for the refit)."""
     import yaml
 
-    keys = {"name": path.stem, "image": str(Path(opts.image).resolve()), **keys}
+    path = out / f"{areas}_scene.yaml"
+    keys = {"name": path.stem, "image": str(Path(opts.image).resolve()), "lcz_polygons": f"{areas}_areas.gpkg",
+            "lcz_attribute": "lcz"}
     if opts.bands:
         keys["bands"] = list(opts.bands)
     if opts.offset is not None:
@@ -126,34 +146,48 @@ def _manifest(opts: FinetuneOptions, path: Path, keys: dict[str, Any]) -> Path:
     return path
 
 
-def areas_manifest(opts: FinetuneOptions, out: Path, areas: str) -> Path:
-    """The scene manifest (image, no HSE reference) of the polygons in RUN/<areas>_areas.gpkg:
-    RUN/<areas>_scene.yaml ("train"; "all" for the refit)."""
-    return _manifest(opts, out / f"{areas}_scene.yaml",
-                     {"lcz_polygons": f"{areas}_areas.gpkg", "lcz_attribute": "lcz"})
+def write_distill_map(path: Path, start_map: str, areas: list[Any]) -> Path:
+    """The distillation's translation of the start model's classes (core.train's config `distill_map`): what
+    `areas` say of the start model's map `start_map` (remap_matrix) and the classes they hold, lumped."""
+    path.write_text(json.dumps({"matrix": remap_matrix(start_map, areas).round(4).tolist(),
+                                "lump": sorted({a.code for a in areas})}) + "\n")
+    return path
 
 
-def write_manifests(opts: FinetuneOptions, out: Path, prepared: dict[str, Any], start_map: Optional[str]
-                    ) -> list[Path]:
-    """The scene manifests to train on: the train polygons (areas_manifest) and, with `start_map` (replay),
-    the start model's LCZ map as a codes reference (replay_scene.yaml) in which every 100 m cell touching a
-    training or test polygon is blanked, so the user's labels alone count there and the test areas carry no
-    label at all (the refit trains on the same replay)."""
-    manifests = [areas_manifest(opts, out, "train")]
-    if start_map is not None:
-        import rasterio
+#: Weight, in 100 m cells, of "the start model's class stays" when the training polygons contradict a class the
+#: user did not draw (remap_matrix).
+REMAP_PRIOR = 10.0
 
-        from .accuracy import rasterize_areas
 
-        with rasterio.open(start_map) as ds:
-            codes, profile = ds.read(1), ds.profile.copy()
-        codes[rasterize_areas(prepared["train"] + prepared["test"], start_map, all_touched=True) > 0] = 0
-        if codes.any():   # else the polygons cover the whole image: nothing to replay
-            with rasterio.open(out / "replay_lcz.tif", "w", **profile) as dst:
-                dst.write(codes, 1)
-            manifests.append(_manifest(opts, out / "replay_scene.yaml",
-                                       {"lcz": "replay_lcz.tif", "lcz_kind": "codes"}))
-    return manifests
+def remap_matrix(start_map: str, areas: list[Any], prior: float = REMAP_PRIOR) -> np.ndarray:
+    """(17, 17) rows: the start model's class k, columns: the user's class; what the training polygons say of
+    the start model's classes. Of the polygons' 100 m cells the start model maps k:
+    - k is a class the user drew: when most of them are of other classes, row k is the share of each class
+      among them (the user contradicts the start model's k: its k becomes the user's classes); else k stays;
+    - k is a class the user did not draw (every such cell contradicts it): row k is their class counts plus
+      `prior` cells of k, normalised: a few contradicting cells move little of k, many move most of it.
+    Classes the polygons say nothing about stay as they are (identity rows)."""
+    import rasterio
+
+    from .accuracy import rasterize_areas
+    from .lcz import NUM_CLASSES
+
+    with rasterio.open(start_map) as ds:
+        start = ds.read(1).astype(np.int64)
+    ids = rasterize_areas(areas, start_map)
+    inside = (ids > 0) & (start > 0)
+    user = np.array([a.code for a in areas])[ids[inside] - 1]
+    counts = np.zeros((NUM_CLASSES, NUM_CLASSES))
+    np.add.at(counts, (start[inside] - 1, user - 1), 1.0)
+    drawn = {a.code - 1 for a in areas}
+    matrix = np.eye(NUM_CLASSES)
+    for k in range(NUM_CLASSES):
+        n = counts[k].sum()
+        if k in drawn and counts[k, k] < n / 2:
+            matrix[k] = counts[k] / n
+        elif k not in drawn and n > 0:
+            matrix[k] = (counts[k] + prior * np.eye(NUM_CLASSES)[k]) / (n + prior)
+    return matrix
 
 
 def patch_size(grid: dict[str, Any], start_model: str) -> int:
@@ -184,17 +218,20 @@ def auto_epochs(manifests: list[Path], patch: int) -> tuple[int, int]:
 
 
 def finetune_config(opts: FinetuneOptions, manifests: list[Path], start_model: str, epochs: int,
-                    patch: int, out: Optional[Path] = None) -> Any:
+                    patch: int, out: Optional[Path] = None, distill_map: Optional[Path] = None) -> Any:
     """The TrainConfig of a fine-tuning run: from the start model, a learning rate decaying LR_DECAYS times,
     no validation split (the test polygons stay unseen), no early stopping, the best checkpoint on training
-    loss."""
+    loss; the module docstring's freezing, class-balanced windows, background windows and distillation through
+    `distill_map` (write_distill_map)."""
     from .config import TrainConfig
 
     values = dict(
         data=[f"scene:{m}" for m in manifests], val_data=[], val_fraction=0.0, init_from=start_model,
         patch_size=patch, batch_size=BATCH_SIZE, epochs=int(epochs), learning_rate=opts.learning_rate,
         lr_decay=LR_DECAY, lr_decay_every=max(1, int(round(epochs / LR_DECAYS))), patience=int(epochs) + 1,
-        seed=opts.seed, out=str(out or opts.out),
+        seed=opts.seed, out=str(out or opts.out), freeze=opts.freeze, class_balance=True,
+        distill=float(opts.distill), distill_map=str(distill_map or ""),
+        background=BACKGROUND if opts.distill > 0 else 0.0,
     )
     values.update(opts.extra)
     return TrainConfig(**values)

@@ -5,13 +5,15 @@ protocol, stop handling and exit codes of core.worker (the QGIS algorithm urbanm
 
 PARAMS.json holds {"image": path, "polygons": path, "field": name, "out": run folder, "model": path or null,
 "epochs": n or null (automatic), "layer": name or null, "bands": [names] or null, "offset": number or null,
-"seed": 0, "test_share": 0.3, "refit": true}. Events: "ready", "progress" (0..100 over the whole run, core.finetune.
+"seed": 0, "test_share": 0.3, "refit": true, "distill": weight or null (the default)}. Events: "ready", "progress" (0..100 over the whole run, core.finetune.
 PROGRESS_STEPS), "log", "error" as in core.worker, and last
 
     {"event": "result", "out": RUN, "model": RUN/model.keras, "report": RUN/accuracy.html,
      "accuracy": RUN/accuracy.json, "n_train": 4, "n_test": 2, "epochs": 5, "seconds": 61.2, "test_cells": 18,
-     "before": {"oa", "oa_u", "oa_bu", "oa_w", "kappa"}, "after": {...}, "oa_gain_95": [low, high] or null,
-     "refit": {"polygons", "epochs", "windows_per_epoch"} or null (the final model trained on all polygons)}.
+     "before": {"oa", "oa_u", "oa_bu", "oa_w", "kappa"}, "after": {...}, "forest": {...} (the random forest on
+     the same polygons), "oa_gain_95": [low, high] or null, "refit": {"polygons", "epochs", "windows_per_epoch"}
+     or null (the final model trained on all polygons), "warnings": [sentences] (classes the final map still
+     calls something else on most of their training polygons)}.
 
 The output folder. It must be new or empty: a run never writes among other files, so nothing the user had is
 replaced. While the run writes, the folder holds a marker file, .urbanmtl-run, locked (fcntl) by the running
@@ -39,7 +41,7 @@ from .worker import EXIT_MISSING, EXIT_OK, Channel, exit_now, import_engine, ser
 #: The marker of a run in progress (or killed) in its output folder.
 MARKER = ".urbanmtl-run"
 PARAM_KEYS = ("image", "polygons", "field", "out", "model", "epochs", "layer", "bands", "offset", "seed",
-              "test_share", "refit")
+              "test_share", "refit", "distill")
 REQUIRED = ("image", "polygons", "field", "out")
 SCORES = ("oa", "oa_u", "oa_bu", "oa_w", "kappa")
 
@@ -177,7 +179,8 @@ def read_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Event] = None) -> int:
     """Import the engine, fine-tune, report; returns the exit status."""
-    loaded = import_engine(channel, "finetune", "predict")
+    # scikit-learn: the random forest the report compares with (core.forest), checked before any work.
+    loaded = import_engine(channel, "finetune", "predict", packages=("sklearn.ensemble",))
     if loaded is None:
         return EXIT_MISSING
     tf, finetune, predict = loaded
@@ -200,7 +203,8 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
         epochs=result["settings"]["epochs"], test_cells=result["after"]["cells"],
         seconds=round(time.perf_counter() - started, 1), device=device,
         before={k: result["before"][k] for k in SCORES}, after={k: result["after"][k] for k in SCORES},
-        oa_gain_95=list(ci) if ci else None, refit=result["settings"].get("refit"),
+        forest={k: result["forest"][k] for k in SCORES}, oa_gain_95=list(ci) if ci else None,
+        refit=result["settings"].get("refit"), warnings=result.get("warnings", []),
     )
     return EXIT_OK
 

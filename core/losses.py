@@ -56,6 +56,18 @@ def lcz_loss(reference: tf.Tensor, probabilities: tf.Tensor, margin: int = 0) ->
     return tf.math.divide_no_nan(tf.reduce_sum(per_pixel * weight), count), count
 
 
+def distill_loss(reference: tf.Tensor, target: tf.Tensor, probabilities: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cross-entropy of the network's LCZ probabilities against another model's (`target`, both (B, h, w, 17)
+    at 20 m, resized to the label grid here) over the pixels where `reference` (B, H, W, 17) has no class;
+    and the number of those pixels."""
+    probabilities = upsample_to(probabilities, reference)
+    target = upsample_to(target, reference)
+    weight = tf.cast(tf.reduce_sum(reference, axis=-1) <= 0.0, probabilities.dtype)
+    per_pixel = -tf.reduce_sum(target * tf.math.log(tf.clip_by_value(probabilities, _EPS, 1.0)), axis=-1)
+    count = tf.reduce_sum(weight)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_pixel * weight), count), count
+
+
 def combine(
     losses: dict[str, tf.Tensor],
     counts: dict[str, tf.Tensor],

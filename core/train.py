@@ -91,7 +91,8 @@ def _train_run(cfg: TrainConfig, resume: bool, progress: dict[str, bool], callba
     start_model = _start_model(cfg) if cfg.init_from else None
     plan = _plan(cfg, run, state, resume, fine_tuning=start_model is not None)
     with _strategy(cfg.distribute).scope():
-        trainer, infer_net = _build_trainer(plan.model_cfg, cfg.learning_rate, cfg.ema, cfg.label_margin)
+        trainer, infer_net = _build_trainer(plan.model_cfg, cfg.learning_rate, cfg.ema, cfg.label_margin,
+                                            **_fine_tuning(cfg, start_model))
         _start_weights(plan, trainer, infer_net, start_model)
     seconds = _fit(plan, trainer, progress, callbacks)
     return _finish(plan, trainer, infer_net, seconds)
@@ -109,6 +110,10 @@ def _check_settings(cfg: TrainConfig) -> None:
     if not isinstance(cfg.label_margin, int) or cfg.label_margin < 0 or cfg.label_margin % 2:
         raise UrbanMTLError(f"--label-margin must be an even number of 10 m pixels, 0 or more (whole 20 m "
                             f"pixels); got {cfg.label_margin!r}. Use e.g. 16.")
+    if cfg.freeze not in FREEZES:
+        raise UrbanMTLError(f"freeze must be one of {', '.join(FREEZES)}; got {cfg.freeze!r}.")
+    if cfg.distill < 0:
+        raise UrbanMTLError(f"distill must be 0 (off) or a positive weight; got {cfg.distill}.")
     if 2 * cfg.label_margin >= cfg.patch_size:
         raise UrbanMTLError(f"--label-margin {cfg.label_margin} leaves nothing of a {cfg.patch_size} px window "
                             f"to learn from; use a margin below {cfg.patch_size // 2} or a larger --patch-size.")
@@ -135,6 +140,10 @@ def _plan(cfg: TrainConfig, run: Path, state: dict[str, Any], resume: bool, fine
                             dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
     train_sets, val_sets = split_datasets(open_all(cfg.data, cfg.patch_size), cfg)
     balance_scenes(train_sets, cfg.balance)
+    for d in train_sets:
+        if hasattr(d, "balance_classes"):
+            d.balance_classes, d.background_share = cfg.class_balance, cfg.background
+            d.rare_share, d.rare_classes = cfg.rare_windows, _codes(cfg.rare_classes)
     check_tasks(model_cfg, train_sets, fine_tuning=fine_tuning)
     _check_margin(cfg.label_margin, train_sets + val_sets)
     steps = steps_per_epoch(train_sets, cfg.batch_size, training=True, mix=cfg.mix_batches)
@@ -174,6 +183,77 @@ def _strategy(name: str):
     raise UrbanMTLError(f"Unknown --distribute '{name}'. Choose none, mirrored or multiworker.")
 
 
+FREEZES = ("none", "backbone", "heads")
+
+
+def _codes(values: Sequence[str]) -> tuple[int, ...]:
+    """LCZ codes 1..17 of class names such as "1", "10", "A" or "G" (config rare_classes)."""
+    from .data.references import parse_lcz_value
+
+    codes = []
+    for value in values:
+        try:
+            code = parse_lcz_value(value)
+        except ValueError:
+            code = None
+        if code is None:
+            raise UrbanMTLError(f"rare_classes holds {value!r}, which is not an LCZ class; use 1-10 or A-G.")
+        codes.append(code)
+    return tuple(codes)
+
+
+def _fine_tuning(cfg: TrainConfig, start_model) -> dict[str, Any]:
+    """The trainer's fine-tuning settings: layers kept frozen, and the start model as a distillation target."""
+    import json
+
+    settings: dict[str, Any] = {"freeze": cfg.freeze}
+    if cfg.distill > 0 and start_model is not None:
+        start_model.network.trainable = False
+        settings.update(teacher=start_model.network, distill=cfg.distill)
+        if cfg.distill_map:
+            settings["remap"] = _distill_map(cfg.distill_map)
+    return settings
+
+
+def _distill_map(path: str) -> np.ndarray:
+    """The (17, G) matrix a distillation target passes through (core.finetune writes the file): the start
+    model's classes translated ("matrix", 17 x 17), then the classes of "lump" summed into one group, so that
+    the distillation keeps how much goes to each other class and to the lumped ones together, and leaves the
+    split among the lumped classes to the references."""
+    import json
+
+    from .lcz import NUM_CLASSES
+
+    values = json.loads(Path(path).read_text())
+    matrix = np.asarray(values.get("matrix", np.eye(NUM_CLASSES)), dtype=np.float32)
+    if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
+        raise UrbanMTLError(f"distill_map {path}: 'matrix' is {matrix.shape}, not {NUM_CLASSES} x {NUM_CLASSES}.")
+    lump = [int(c) for c in values.get("lump", [])]
+    others = [c for c in range(1, NUM_CLASSES + 1) if c not in lump]
+    groups = np.zeros((NUM_CLASSES, len(others) + (1 if lump else 0)), np.float32)
+    for j, c in enumerate(others):
+        groups[c - 1, j] = 1.0
+    for c in lump:
+        groups[c - 1, -1] = 1.0
+    return np.stack([matrix @ groups, groups])
+
+
+def freeze_layers(network, freeze: str) -> None:
+    """Keep layers of the training network at their weights: "backbone" = blocks 1-4 (the shared features),
+    the HSE head (its CBAM and output) and every BatchNorm (which then runs on its moving statistics)."""
+    import keras
+
+    if freeze == "none":
+        return
+    heads = ("lcz_ds0", "lcz_ds1", "lcz_ds2", "lcz_main", "lcz_p2f")
+    for layer in network.layers:
+        if freeze == "heads" and layer.name not in heads and layer.weights:
+            layer.trainable = False
+        if (layer.name.startswith(("block1", "block2", "block3", "block4", "hse"))
+                or isinstance(layer, keras.layers.BatchNormalization)):
+            layer.trainable = False
+
+
 def _trainer_class():
     """core.trainer.MultitaskTrainer (bench/bench_train.py imports it from here under this name)."""
     from .trainer import MultitaskTrainer
@@ -181,7 +261,8 @@ def _trainer_class():
     return MultitaskTrainer
 
 
-def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0, label_margin: int = 0):
+def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0, label_margin: int = 0, freeze: str = "none",
+                   teacher=None, distill: float = 0.0, remap=None):
     """(trainer, inference network): the networks of `model_cfg`, the trainer around the training one, built
     on a dummy batch and compiled with its optimizer's variables made (to be restored on --resume). ema > 0:
     the optimizer also keeps a moving average of the weights with that momentum (core.train_callbacks).
@@ -192,8 +273,10 @@ def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0, label_marg
     from .trainer import MultitaskTrainer
 
     train_net, infer_net = build_networks(model_cfg)
+    freeze_layers(train_net, freeze)
     tasks = tuple(t for t in ("hse", "lcz") if getattr(model_cfg, f"has_{t}"))
-    trainer = MultitaskTrainer(train_net, model_cfg.spec["weighting"], tasks, label_margin=label_margin)
+    trainer = MultitaskTrainer(train_net, model_cfg.spec["weighting"], tasks, label_margin=label_margin,
+                               teacher=teacher, distill=distill, remap=remap)
     size = 8
     trainer({k: np.zeros((1, size // (2 if k == "hse_guide" else 1), size // (2 if k == "hse_guide" else 1),
                           v.shape[-1]), "float32") for k, v in train_net.input.items()})

@@ -32,6 +32,7 @@ def split_datasets(datasets: list, cfg: TrainConfig) -> tuple[list, list]:
     split by val_fraction (patch files by patch, scenes by area), except, when val_scenes is set, scenes that
     came from a folder of manifests: those are validated by whole scenes only and train on all their area.
     """
+    datasets = _without_excluded(datasets, cfg.exclude_scenes)
     if cfg.val_data:
         return datasets, open_all(cfg.val_data, cfg.patch_size)
     held = [d for d in datasets if scene_key_matches(d.name, cfg.val_scenes)]
@@ -53,6 +54,26 @@ def split_datasets(datasets: list, cfg: TrainConfig) -> tuple[list, list]:
         else:
             train_sets.append(d)
     return train_sets, val_sets
+
+
+def _without_excluded(datasets: list, keys: list[str]) -> list:
+    """`datasets` less those named by `keys` (closed); a key no dataset has is an error, as for val_scenes."""
+    if not keys:
+        return datasets
+    missing = [k for k in keys if not any(scene_key_matches(d.name, [k]) for d in datasets)]
+    if missing:
+        raise UrbanMTLError(
+            f"exclude_scenes names {', '.join(missing)}, but no training dataset is called so (datasets: "
+            f"{', '.join(d.name for d in datasets)}). Fix the names in exclude_scenes.")
+    kept = []
+    for d in datasets:
+        if scene_key_matches(d.name, keys):
+            d.close()
+        else:
+            kept.append(d)
+    if not kept:
+        raise UrbanMTLError("exclude_scenes leaves out every dataset; nothing is left to train on.")
+    return kept
 
 
 BALANCES = ("area", "scene")
@@ -109,5 +130,6 @@ def batches(datasets, cfg: TrainConfig, start_epoch: int, training: bool) -> Ite
     epoch = start_epoch
     while True:
         yield from iterate_batches(datasets, cfg.batch_size, training=True, seed=seed, epoch=epoch,
-                                   augment=cfg.augment, spectral_jitter=cfg.spectral_jitter, mix=cfg.mix_batches)
+                                   augment=cfg.augment, spectral_jitter=cfg.spectral_jitter, mix=cfg.mix_batches,
+                                   atmosphere=cfg.atmosphere)
         epoch += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from .losses import combine, hse_loss, lcz_loss
+from .losses import combine, distill_loss, hse_loss, lcz_loss
 
 
 class MultitaskTrainer(keras.Model):
@@ -21,9 +21,15 @@ class MultitaskTrainer(keras.Model):
     """
 
     def __init__(self, network: keras.Model, weighting: str, tasks: tuple[str, ...], label_margin: int = 0,
-                 **kwargs):
+                 teacher: keras.Model | None = None, distill: float = 0.0, remap=None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
+        # Fine-tuning: the start model's inference network, frozen, whose LCZ output the LCZ output is pulled
+        # towards where a window has no LCZ reference. `remap` (2, 17, G), when given: the matrices the start
+        # model's probabilities and the network's own pass through first (core.train._distill_map).
+        self.teacher = teacher
+        self.distill = float(distill)
+        self.remap = None if remap is None else tf.constant(remap, tf.float32)
         self.weighting = weighting
         self.tasks = tasks
         self.label_margin = int(label_margin)
@@ -33,7 +39,9 @@ class MultitaskTrainer(keras.Model):
                                trainable=weighting == "learned")
             for t in tasks
         }
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ["loss", *[f"{t}_loss" for t in tasks]]}
+        names = ["loss", *[f"{t}_loss" for t in tasks]] + (["distill_loss"] if teacher is not None and distill > 0
+                                                            else [])
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
     def metrics(self):
@@ -48,7 +56,7 @@ class MultitaskTrainer(keras.Model):
             inputs["hse_guide"] = y["hse"]
         return inputs
 
-    def _task_losses(self, y, pred):
+    def _task_losses(self, y, pred, image=None):
         losses, counts = {}, {}
         if "hse" in self.tasks:
             # The HSE grid is 20 m: half the margin in its pixels. LCZ references are on the 10 m input grid.
@@ -56,6 +64,15 @@ class MultitaskTrainer(keras.Model):
         if "lcz" in self.tasks:
             losses["lcz"], counts["lcz"] = lcz_loss(y["lcz"], pred["lcz"], self.label_margin)
         total = combine(losses, counts, self.weighting, self.log_vars)
+        if self.teacher is not None and self.distill > 0:
+            target, own = tf.stop_gradient(self.teacher(image, training=False)["lcz"]), pred["lcz"]
+            if self.remap is not None:
+                target = tf.einsum("bhwk,kc->bhwc", target, self.remap[0])
+                own = tf.einsum("bhwk,kc->bhwc", own, self.remap[1])
+            losses["distill"], count = distill_loss(y["lcz"], target, own)
+            # On the LCZ loss's scale (its learned weight included), so `distill` is a plain ratio.
+            scale = tf.exp(-self.log_vars["lcz"]) if self.weighting == "learned" else 1.0
+            total += tf.cast(count > 0, total.dtype) * self.distill * scale * losses["distill"]
         return total, losses
 
     def _track(self, total, losses):
@@ -68,7 +85,7 @@ class MultitaskTrainer(keras.Model):
         x, y = data
         with tf.GradientTape() as tape:
             pred = self(self._inputs(x, y), training=True)
-            total, losses = self._task_losses(y, pred)
+            total, losses = self._task_losses(y, pred, x["image"])
             # Gradients are summed over replicas, so each replica contributes its share.
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
@@ -78,4 +95,4 @@ class MultitaskTrainer(keras.Model):
     def test_step(self, data):
         x, y = data
         pred = self(self._inputs(x, y), training=False)
-        return self._track(*self._task_losses(y, pred))
+        return self._track(*self._task_losses(y, pred, x["image"]))

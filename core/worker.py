@@ -181,9 +181,10 @@ def _install_stop_handlers(watch_stdin: bool) -> threading.Event:
     return stopped
 
 
-def import_engine(channel: Channel, *modules: str) -> Optional[list[Any]]:
-    """Import TensorFlow and the engine modules `core.<name>`: [tensorflow, module, ...], or None after reporting
-    the package that is missing (an "error" event of kind "missing")."""
+def import_engine(channel: Channel, *modules: str, packages: Sequence[str] = ()) -> Optional[list[Any]]:
+    """Import TensorFlow, the engine modules `core.<name>` and the further `packages` a run needs:
+    [tensorflow, module, ...], or None after reporting the package that is missing (an "error" event of kind
+    "missing")."""
     import importlib
 
     try:
@@ -193,6 +194,8 @@ def import_engine(channel: Channel, *modules: str) -> Optional[list[Any]]:
         # modules load them only when a model is loaded; a missing Keras is reported here, as "missing")
 
         loaded = [tensorflow] + [importlib.import_module(f".{name}", __package__) for name in modules]
+        for package in packages:
+            importlib.import_module(package)
     except ImportError as exc:
         module = (exc.name or "").split(".")[0] or None
         channel.send("error", kind="missing", module=module,

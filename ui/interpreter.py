@@ -26,6 +26,8 @@ SETTINGS_KEY = "urbanmtl/python"
 ENV_VAR = "URBANMTL_PYTHON"
 SYSTEM_PYTHON = "/usr/bin/python3"
 TENSORFLOW_PIN = '"tensorflow==2.19.*" "numpy<2"'
+#: What the install commands add to TensorFlow: the random forest that training from polygons compares with.
+EXTRA_PACKAGES = "scikit-learn"
 #: What the engine process needs besides the standard library (import names).
 REQUIRED_MODULES = ("numpy", "rasterio", "tensorflow")
 PROBE_TIMEOUT = 60
@@ -170,13 +172,13 @@ def install_command(interpreter: Interpreter, info: Optional[ProbeResult] = None
     """The exact command(s) that give `interpreter` TensorFlow and rasterio on this platform."""
     python = interpreter.path
     if platform.system() == "Windows":
-        return f"python -m pip install {TENSORFLOW_PIN} rasterio (in the OSGeo4W Shell)"
+        return f"python -m pip install {TENSORFLOW_PIN} {EXTRA_PACKAGES} rasterio (in the OSGeo4W Shell)"
     if info is not None and info.venv:
-        return f"{python} -m pip install {TENSORFLOW_PIN} rasterio"
+        return f"{python} -m pip install {TENSORFLOW_PIN} {EXTRA_PACKAGES} rasterio"
     # A distribution's Python (PEP 668: Debian 12, Ubuntu 23.04 and later) refuses pip unless told; with --user
     # nothing outside the home folder changes.
     flags = "--user --break-system-packages" if info is None or info.managed else "--user"
-    pip = f"{python} -m pip install {flags} {TENSORFLOW_PIN}"
+    pip = f"{python} -m pip install {flags} {TENSORFLOW_PIN} {EXTRA_PACKAGES}"
     if shutil.which("apt-get") is not None and python.startswith("/usr/bin/"):
         # rasterio and h5py built against the distribution's GDAL and HDF5.
         return f"sudo apt-get install python3-rasterio python3-h5py && {pip}"
@@ -186,7 +188,8 @@ def install_command(interpreter: Interpreter, info: Optional[ProbeResult] = None
 def missing_message(interpreter: Interpreter, missing: list[str], info: Optional[ProbeResult] = None) -> str:
     """The one message for a Python without the engine's packages: what is missing and the command to run."""
     return tr(
-        "urbanmtl runs its network in a separate Python process, which needs TensorFlow 2.19 and rasterio, but "
+        "urbanmtl runs its network in a separate Python process, which needs TensorFlow 2.19 and rasterio (and "
+        "scikit-learn to train from polygons), but "
         "{python} ({source}) cannot import {missing}. Install them with: {command} - then run the algorithm "
         "again (QGIS need not restart). Or choose a Python that has them in the advanced parameter 'Python "
         "interpreter' (remembered as the setting {key}) or the environment variable {env}."

@@ -5,6 +5,7 @@ QgsProcessingException (a missing TensorFlow into the exact install command, ui.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Callable, Optional
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
@@ -42,10 +43,11 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
 
     run = engine.EngineRun(interpreter, params, env, feedback.isCanceled, module=module, cleanup=cleanup)
     ended: dict[str, dict[str, Any]] = {}        # the "result" or "error" event that ended the run
+    remaining = Remaining()
     try:
         run.start()
         for event in run.events():
-            _show(event, feedback, ended)
+            _show(event, feedback, ended, remaining)
     except engine.EngineCancelled as exc:
         raise QgsProcessingException(str(exc)) from None
     except engine.EngineError as exc:
@@ -76,11 +78,40 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
     return result
 
 
-def _show(event: dict[str, Any], feedback: QgsProcessingFeedback, ended: dict[str, dict[str, Any]]) -> None:
-    """One JSON event of the engine to the dialog: progress bar, log line, or the run's result/error."""
+class Remaining:
+    """The time left of a run, from its progress so far (linear): the text under the progress bar."""
+
+    #: No estimate before this share of the run (percent) or this many seconds: the start is mostly loading.
+    MIN_PERCENT, MIN_SECONDS = 3.0, 5.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self.shown = ""
+
+    def text(self, percent: float) -> str:
+        """"about N min left" (or seconds), "" while there is too little progress to tell."""
+        elapsed = self.clock() - self.started
+        if percent < self.MIN_PERCENT or elapsed < self.MIN_SECONDS or percent >= 100.0:
+            return ""
+        left = elapsed * (100.0 - percent) / percent
+        if left < 60:
+            return tr("about {seconds} s left").format(seconds=max(5, int(round(left / 5.0)) * 5))
+        return tr("about {minutes} min left").format(minutes=int(round(left / 60.0)))
+
+
+def _show(event: dict[str, Any], feedback: QgsProcessingFeedback, ended: dict[str, dict[str, Any]],
+          remaining: Optional[Remaining] = None) -> None:
+    """One JSON event of the engine to the dialog: progress bar (with the time left), log line, or the run's
+    result/error."""
     kind = event.get("event")
     if kind == "progress":
-        feedback.setProgress(float(event.get("percent", 0.0)))
+        percent = float(event.get("percent", 0.0))
+        feedback.setProgress(percent)
+        text = remaining.text(percent) if remaining is not None else ""
+        if remaining is not None and text != remaining.shown:
+            remaining.shown = text
+            feedback.setProgressText(text)
     elif kind == "log":
         feedback.pushInfo(user_text(str(event.get("message", ""))))
     elif kind == "ready":

@@ -32,7 +32,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 
 from ..core import finetune_worker, spec
-from ..core.finetune import MAX_EPOCHS
+from ..core.finetune_setup import DISTILL, MAX_EPOCHS
 from .algorithm_base import UrbanmtlAlgorithm
 from .help import README_PATH
 from .layers import chosen_bands, layer_file
@@ -59,11 +59,16 @@ def help_html() -> str:
         tr("<b>Classes</b>: 1&ndash;10 for the built types and A&ndash;G for land cover, written as letters "
            "(A&ndash;G), as 11&ndash;17, or as the WUDAPT/UMEP codes 101&ndash;107. A selection or a temporary "
            "layer is used as it is; only selected polygons are used when you tick 'Selected features only'."),
+        tr("Inside and near your areas, your class wins. Elsewhere the model keeps its own map, except where "
+           "your areas contradict it (if it calls your compact midrise 'open midrise', it does so everywhere). "
+           "The <b>weight</b> of its own map (advanced, default 1) can be lowered towards 0 to let your areas "
+           "decide alone. Only the LCZ part of the model learns: the settlement density map does not change."),
         tr("About 30&nbsp;% of the polygons of each class are <b>held out</b>: the model never trains on them, "
-           "and both the original and the trained model are scored on them. The <b>report</b> (opens in the "
-           "Results viewer) gives the overall accuracy before and after, the accuracy of built versus natural, "
-           "kappa, the confusion matrices and how sure the gain is; with few test polygons that gain is "
-           "uncertain, and the report says so."),
+           "and the original model, the trained model and a <b>random forest</b> trained on the same areas the "
+           "way the WUDAPT LCZ Generator does are all scored on them. The <b>report</b> (opens in the Results "
+           "viewer) gives their overall accuracy, the accuracy of built versus natural, kappa, the F1 of every "
+           "class with its uncertainty, the confusion matrices, and a warning for any class whose areas the "
+           "trained map still calls something else."),
         tr("The <b>trained model</b> is model.keras in the output folder, trained after the test on all your "
            "polygons, test polygons included: give it as the Model of 'Map settlement "
            "density and local climate zones' (in the Graphical Modeler, connect this output to it). "
@@ -98,6 +103,7 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
     FIELD = "FIELD"
     MODEL = "MODEL"
     EPOCHS = "EPOCHS"
+    DISTILL = "DISTILL"
     BANDS = "BANDS"
     OFFSET = "OFFSET"
     PYTHON = "PYTHON"
@@ -106,6 +112,7 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
     REPORT = "REPORT"
     OA_BEFORE = "OA_BEFORE"
     OA_AFTER = "OA_AFTER"
+    OA_FOREST = "OA_FOREST"
 
     README_SECTION = README_SECTION
 
@@ -136,6 +143,9 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
             self.EPOCHS, tr("Epochs (0 = automatic)"), QgsProcessingParameterNumber.Integer, 0, optional=True,
             minValue=0, maxValue=MAX_EPOCHS))
         advanced = [
+            QgsProcessingParameterNumber(
+                self.DISTILL, tr("Weight of the start model's own map away from your areas (0 = your areas alone)"),
+                QgsProcessingParameterNumber.Double, DISTILL, optional=True, minValue=0.0, maxValue=10.0),
             QgsProcessingParameterBand(
                 self.BANDS, tr("Bands {order}, in this order (empty = from band names or count)").format(
                     order=", ".join(spec.MODEL_BANDS)),
@@ -159,6 +169,8 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
         self.addOutput(QgsProcessingOutputHtml(self.REPORT, tr("Accuracy report")))
         self.addOutput(QgsProcessingOutputNumber(self.OA_BEFORE, tr("Overall accuracy before training")))
         self.addOutput(QgsProcessingOutputNumber(self.OA_AFTER, tr("Overall accuracy after training")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.OA_FOREST, tr("Overall accuracy of a random forest on the same areas (LCZ Generator's method)")))
 
     def _polygons(self, parameters: dict[str, Any], context: QgsProcessingContext,
                   feedback: QgsProcessingFeedback) -> tuple[str, Optional[str]]:
@@ -199,6 +211,8 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
             "bands": chosen_bands(self.parameterAsInts(parameters, self.BANDS, context), layer, feedback.pushWarning),
             "offset": None if parameters.get(self.OFFSET) in (None, "")
             else self.parameterAsDouble(parameters, self.OFFSET, context),
+            "distill": None if parameters.get(self.DISTILL) in (None, "")
+            else self.parameterAsDouble(parameters, self.DISTILL, context),
         }
         feedback.pushInfo(self.tr("Input: {image}").format(image=image))
         feedback.pushInfo(self.tr("Training areas: {polygons}{layer}, field '{field}'").format(
@@ -215,11 +229,13 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
             self.REPORT: result.get("report") or str(Path(out) / "accuracy.html"),
             self.OA_BEFORE: float(result["before"]["oa"]),
             self.OA_AFTER: float(result["after"]["oa"]),
+            self.OA_FOREST: float(result["forest"]["oa"]),
         }
 
     def _report(self, result: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
-        """The run's summary: polygons, epochs and time, then the held-out accuracy before -> after."""
-        before, after = result["before"], result["after"]
+        """The run's summary: polygons, epochs and time, then the held-out accuracy of the start model, the
+        fine-tuned model and the random forest, and the warnings."""
+        before, after, forest = result["before"], result["after"], result["forest"]
         feedback.pushInfo(self.tr(
             "Trained {epochs} epochs on {n_train} polygons ({n_test} held out for testing) in {seconds} s on "
             "{device}.").format(epochs=result.get("epochs", "?"), n_train=result.get("n_train", "?"),
@@ -231,6 +247,10 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
             cells=result.get("test_cells", "?"), before=f"{before['oa']:.3f}", after=f"{after['oa']:.3f}",
             gain=f"{after['oa'] - before['oa']:+.3f}", bu_before=f"{before['oa_bu']:.3f}",
             bu_after=f"{after['oa_bu']:.3f}", k_before=f"{before['kappa']:.3f}", k_after=f"{after['kappa']:.3f}"))
+        feedback.pushInfo(self.tr(
+            "A random forest trained on the same areas the LCZ Generator's way: overall accuracy {oa}, built vs "
+            "natural {bu}, kappa {kappa} on the same held-out polygons.").format(
+            oa=f"{forest['oa']:.3f}", bu=f"{forest['oa_bu']:.3f}", kappa=f"{forest['kappa']:.3f}"))
         ci = result.get("oa_gain_95")
         if ci:
             feedback.pushInfo(self.tr("95 % interval of the gain (bootstrap over the test polygons): {low} to "
@@ -241,6 +261,8 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
                 "Then the final model was trained the same way on all {n} polygons, test polygons included "
                 "({epochs} epochs): the figures above measure the procedure.").format(
                 n=refit["polygons"], epochs=refit["epochs"]))
+        for warning in result.get("warnings") or []:
+            feedback.pushWarning(self.tr("Warning: {text}").format(text=warning))
         feedback.pushInfo(user_text(self.tr(
             "Report: {report}. Trained model: {model} - give it as the Model of 'Map settlement density and local "
             "climate zones'.").format(report=result.get("report"), model=result.get("model"))))

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UrbanMTLError
 from ..lcz import NUM_CLASSES
-from .augment import NUM_TRANSFORMS, augment_sample, spectral_jitter as apply_jitter
+from .augment import NUM_TRANSFORMS, atmosphere as apply_atmosphere, augment_sample, spectral_jitter as apply_jitter
 from .base import NUM_BANDS, Dataset
 
 if TYPE_CHECKING:  # TensorFlow is imported only when a tf.data pipeline is built.
@@ -60,6 +60,7 @@ def iterate_batches(
     augment: bool = True,
     spectral_jitter: float = 0.0,
     mix: bool = False,
+    atmosphere: float = 0.0,
 ) -> Iterator[Batch]:
     """Yield (x, y) batches: x = {"image": (B,H,W,10)}, y = {"hse": (B,H/2,W/2,1), "lcz": (B,H,W,17)}, float32.
 
@@ -68,8 +69,9 @@ def iterate_batches(
     training=True: a fresh order per (seed, epoch): patch files are permuted, scenes get random windows
     (redrawn when mostly nodata or without reference); batches of the datasets are interleaved in a seeded
     random order; with `augment`, each sample gets one of the 8 flips/rotations (image and labels together),
-    and with spectral_jitter > 0 the image is multiplied per band by N(1, spectral_jitter). The same seed and
-    epoch give identical batches.
+    with spectral_jitter > 0 the image is multiplied per band by N(1, spectral_jitter), and with atmosphere > 0
+    it gets another atmosphere of that strength (core.data.augment.atmosphere). The same seed and epoch give
+    identical batches.
     With mix=True (training, all datasets of one patch size) the samples of every dataset are shuffled
     together and each batch mixes them: a dataset contributes in proportion to len(dataset), i.e. to its area
     for scenes and patch files of the same patch size.
@@ -85,7 +87,8 @@ def iterate_batches(
     plans = [ds._plan(training, r) for ds, r in zip(datasets, rngs)]
     if training and mix and can_mix(datasets):
         assert rng is not None
-        yield from _mixed_batches(datasets, plans, rngs, rng, batch_size, augment, float(spectral_jitter))
+        yield from _mixed_batches(datasets, plans, rngs, rng, batch_size, augment, float(spectral_jitter),
+                                  float(atmosphere))
         return
     batches = [[plan[i: i + batch_size] for i in range(0, len(plan), batch_size)] for plan in plans]
     if training:
@@ -109,6 +112,9 @@ def iterate_batches(
         if training and spectral_jitter > 0:
             assert ds_rng is not None
             image = apply_jitter(image, float(spectral_jitter), ds_rng)
+        if training and atmosphere > 0:
+            assert ds_rng is not None
+            image = apply_atmosphere(image, float(atmosphere), ds_rng)
         yield {"image": image}, {"hse": hse, "lcz": lcz}
 
 
@@ -151,7 +157,8 @@ def generator_dataset(make_iter: Callable[[], Iterator[Batch]], bands: int = NUM
 
 
 def _mixed_batches(datasets: Sequence[Dataset], plans: list[list], rngs: list, rng: np.random.Generator,
-                   batch_size: int, augment: bool, spectral_jitter: float) -> Iterator[Batch]:
+                   batch_size: int, augment: bool, spectral_jitter: float, atmosphere: float = 0.0
+                   ) -> Iterator[Batch]:
     """Training batches drawn from the shuffled union of every dataset's plan (see iterate_batches, mix)."""
     units = [(owner, unit) for owner, plan in enumerate(plans) for unit in plan]
     order = rng.permutation(len(units))
@@ -172,4 +179,6 @@ def _mixed_batches(datasets: Sequence[Dataset], plans: list[list], rngs: list, r
                 image[i], hse[i], lcz[i] = augment_sample(image[i], hse[i], lcz[i], int(k))
         if spectral_jitter > 0:
             image = apply_jitter(image, spectral_jitter, rng)
+        if atmosphere > 0:
+            image = apply_atmosphere(image, atmosphere, rng)
         yield {"image": image}, {"hse": hse, "lcz": lcz}

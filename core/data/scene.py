@@ -28,13 +28,14 @@ from ..bands import LAYOUTS, MODEL_BANDS
 from ..errors import UrbanMTLError
 from ..lcz import NUM_CLASSES
 from ..raster import Scene, open_scene
-from .base import Dataset, apply_image_nodata, check_val_fraction, codes_to_onehot, renormalize_rows
+from .base import MAX_NODATA_SHARE, Dataset, apply_image_nodata, check_val_fraction, codes_to_onehot, renormalize_rows
 from .manifest import MANIFEST_KEYS, SceneSpec, load_manifest, parse_manifest_text
 from .references import PolygonReference, RasterReference
 from .scene_references import ImageGrid, open_hse, open_lcz, open_polygons
 from .windows import (
     Block,
     block_edges,
+    class_weights,
     draw_around,
     draw_in_blocks,
     evaluation_tiles,
@@ -49,6 +50,8 @@ __all__ = ["SceneDataset", "SceneSpec", "MANIFEST_KEYS", "load_manifest", "parse
 
 #: Attempts at a training window before the best one seen is kept (nodata-heavy scenes).
 MAX_DRAWS = 32
+#: Pixels (10 m) per side of the cells in which rare classes are looked for (a 40 m grid).
+RARE_CELL = 4
 #: Training windows per polygon and epoch when the LCZ reference is training-area polygons only.
 POLYGON_WINDOWS = 8
 
@@ -65,6 +68,14 @@ class SceneDataset(Dataset):
         self.path = spec.source
         self.group = group                 # the folder of manifests this scene came from, if any
         self.epoch_windows: Optional[int] = None  # training windows per epoch; None: by area (or polygons)
+        self.balance_classes = False       # windows around training polygons: every class equally often
+        # Share of the training windows of a polygon scene drawn anywhere in its blocks rather than around its
+        # polygons; such windows need no reference (fine-tuning distils the start model there).
+        self.background_share = 0.0
+        # Share of the training windows centred on a pixel whose reference class is one of `rare_classes`
+        # (scenes with an LCZ raster; see _rare_centres).
+        self.rare_share = 0.0
+        self.rare_classes: tuple[int, ...] = ()
         self.patch_size = int(patch_size)
         self.subset: Optional[str] = None
         self.split_info: Optional[dict[str, Any]] = None
@@ -156,9 +167,33 @@ class SceneDataset(Dataset):
         if self._lcz_polygons is None or self._lcz_ref is not None:
             return None
         if getattr(self, "_centres", None) is None:
-            self._centres = polygon_centres([s[2] for s in self._lcz_polygons.shapes], self.transform,
+            shapes = self._lcz_polygons.shapes
+            self._centres = polygon_centres([s[2] for s in shapes], [s[1] for s in shapes], self.transform,
                                             self.blocks)
         return self._centres or None
+
+    def _rare_centres(self) -> list[tuple[float, float, int, int]]:
+        """(row, col, block, code) of the centre of every RARE_CELL x RARE_CELL cell of this dataset's blocks
+        whose LCZ reference's most likely class is one of rare_classes; read once per dataset."""
+        if getattr(self, "_rare", None) is None:
+            self._rare = []
+            if self._lcz_ref is not None and self.rare_classes:
+                f = RARE_CELL
+                h, w = self.height // f, self.width // f
+                values = self._lcz_ref.warp(self.transform * Affine.scale(f), h, w)
+                if self.spec.lcz_kind == "codes":
+                    codes = np.nan_to_num(np.rint(values[0]), nan=0.0).astype(np.int64)
+                else:
+                    valid = np.isfinite(values).all(axis=0) & (np.nansum(values, axis=0) > 0)
+                    codes = np.where(valid, np.nan_to_num(values, nan=-1.0).argmax(axis=0) + 1, 0)
+                rows, cols = np.nonzero(np.isin(codes, list(self.rare_classes)))
+                for r, c in zip(rows, cols):
+                    row, col = (r + 0.5) * f, (c + 0.5) * f
+                    for b, (r0, r1, c0, c1) in enumerate(self.blocks):
+                        if r0 <= row < r1 and c0 <= col < c1:
+                            self._rare.append((row, col, b, int(codes[r, c])))
+                            break
+        return self._rare
 
     def area_px(self) -> int:
         """Pixels (10 m) in this dataset's blocks."""
@@ -176,9 +211,21 @@ class SceneDataset(Dataset):
         With training polygons only, a window around a random polygon's centre (shifted at random by up to a
         quarter window), kept inside the polygon's block."""
         centres = self._polygon_centres()
-        if centres is not None:
-            return draw_around(centres, self.blocks, self.patch_size, rng, count)
-        return draw_in_blocks(self.blocks, self.patch_size, rng, count)
+        if centres is None:
+            rare = self._rare_centres() if self.rare_share > 0 else None
+            if not rare:
+                return draw_in_blocks(self.blocks, self.patch_size, rng, count)
+            near = rng.random(count) < self.rare_share
+            around = iter(draw_around(rare, self.blocks, self.patch_size, rng, int(near.sum())))
+            anywhere = iter(draw_in_blocks(self.blocks, self.patch_size, rng, int((~near).sum())))
+            return [next(around) if n else next(anywhere) for n in near]
+        weights = class_weights(centres) if self.balance_classes else None
+        if self.background_share <= 0:
+            return draw_around(centres, self.blocks, self.patch_size, rng, count, weights)
+        anywhere = rng.random(count) < self.background_share
+        around = iter(draw_around(centres, self.blocks, self.patch_size, rng, int((~anywhere).sum()), weights))
+        background = iter(draw_in_blocks(self.blocks, self.patch_size, rng, int(anywhere.sum())))
+        return [next(background) if a else next(around) for a in anywhere]
 
     def _plan(self, training: bool, rng: Optional[np.random.Generator]) -> list[tuple[int, int]]:
         if training:
@@ -220,8 +267,11 @@ class SceneDataset(Dataset):
 
     def _usability(self, sample: tuple[np.ndarray, ...]) -> tuple[int, float]:
         """(1 if usable else 0, share of valid pixels with a reference): usable = at most half nodata and
-        some reference on a valid pixel."""
-        return usability(sample, self.has_hse, self.has_lcz)
+        some reference on a valid pixel (no reference needed when background windows are drawn)."""
+        usable, share = usability(sample, self.has_hse, self.has_lcz)
+        if self.background_share > 0:
+            usable = int(sample[3].mean() <= MAX_NODATA_SHARE)
+        return usable, share
 
     def _read_window(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One window at (row, col): image (P,P,10), hse (P/2,P/2,1), lcz (P,P,17), image nodata (P,P)."""
@@ -269,6 +319,7 @@ class SceneDataset(Dataset):
         part.spec = replace(self.spec)
         part.blocks = list(blocks)
         part._centres = None
+        part._rare = None
         part.epoch_windows = None
         part.subset = subset if self.subset is None else f"{self.subset}/{subset}"
         part.split_info = info

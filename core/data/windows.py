@@ -9,7 +9,7 @@ patch_size, the last one in a row or column aligned with the block's far edge.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from ..errors import UrbanMTLError
 from .base import MAX_NODATA_SHARE
 
 Block = tuple[int, int, int, int]  # row0, row1, col0, col1 in 10 m image pixels
-Centre = tuple[float, float, int]  # row, col (10 m pixels) and the index of the block holding it
+Centre = tuple[float, float, int, int]  # row, col (10 m pixels), the index of the block holding it, LCZ code
 
 
 def block_edges(size: int, block: int, patch: int, axis: str, source: str) -> list[tuple[int, int]]:
@@ -54,19 +54,28 @@ def evaluation_tiles(blocks: Sequence[Block], patch: int) -> list[tuple[int, int
     return out
 
 
-def polygon_centres(bounds: Sequence[tuple[float, float, float, float]], transform: Any,
+def polygon_centres(bounds: Sequence[tuple[float, float, float, float]], codes: Sequence[int], transform: Any,
                     blocks: Sequence[Block]) -> list[Centre]:
-    """(row, col, block) of the centre of every polygon bounding box (x0, y0, x1, y1 in the image CRS) that
-    lies inside one of `blocks`; `transform` is the image's pixel-to-CRS affine transform."""
+    """(row, col, block, code) of the centre of every polygon bounding box (x0, y0, x1, y1 in the image CRS)
+    that lies inside one of `blocks`, with the polygon's LCZ code; `transform` is the image's pixel-to-CRS
+    affine transform."""
     inverse = ~transform
     centres = []
-    for x0, y0, x1, y1 in bounds:
+    for (x0, y0, x1, y1), code in zip(bounds, codes):
         col, row = inverse * ((x0 + x1) / 2, (y0 + y1) / 2)
         for b, (r0, r1, c0, c1) in enumerate(blocks):
             if r0 <= row < r1 and c0 <= col < c1:
-                centres.append((row, col, b))
+                centres.append((row, col, b, int(code)))
                 break
     return centres
+
+
+def class_weights(centres: Sequence[Centre]) -> np.ndarray:
+    """Probabilities of drawing each centre so that every class is drawn equally often (its polygons alike)."""
+    codes = np.array([c[3] for c in centres])
+    _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    return weights / weights.sum()
 
 
 def draw_in_blocks(blocks: Sequence[Block], patch: int, rng: np.random.Generator, count: int
@@ -85,13 +94,15 @@ def draw_in_blocks(blocks: Sequence[Block], patch: int, rng: np.random.Generator
 
 
 def draw_around(centres: Sequence[Centre], blocks: Sequence[Block], patch: int, rng: np.random.Generator,
-                count: int) -> list[tuple[int, int]]:
+                count: int, weights: Optional[np.ndarray] = None) -> list[tuple[int, int]]:
     """`count` training windows, each around a random polygon centre (shifted at random by up to a quarter
-    window), kept inside the polygon's block, at even offsets."""
+    window), kept inside the polygon's block, at even offsets. `weights`: the probability of each centre
+    (None: all alike)."""
     p = patch
     windows = []
-    for k in rng.integers(0, len(centres), size=count):
-        row, col, b = centres[int(k)]
+    picks = rng.integers(0, len(centres), size=count) if weights is None else rng.choice(len(centres), count, p=weights)
+    for k in picks:
+        row, col, b, _ = centres[int(k)]
         r0, r1, c0, c1 = blocks[b]
         shift = rng.integers(-p // 4, p // 4 + 1, size=2)
         r = int(min(max(row - p / 2 + shift[0], r0), r1 - p)) // 2 * 2

@@ -182,3 +182,13 @@ def test_maps_are_scored_per_100m_cell_against_the_reference(tmp_path):
     assert score["lcz"]["built_share_reference"] == pytest.approx((reference[labelled] <= 10).mean())
     # The fake HSE reference lies on another CRS (EPSG:3035): warping it back blurs it a little.
     assert score["hse"]["mae"] == pytest.approx(0.05, abs=0.01)
+
+
+def test_excluded_scenes_are_neither_trained_nor_validated_on(folder):
+    datasets = open_datasets(folder, patch_size=32)
+    train, val = split_datasets(datasets, TrainConfig(exclude_scenes=["beta"], val_scenes=["gamma"]))
+    assert [d.name for d in train] == ["alpha_20170101"] and [d.name for d in val] == ["gamma_20170303"]
+    with pytest.raises(UrbanMTLError, match="exclude_scenes names delta, but no training dataset"):
+        split_datasets(open_datasets(folder, patch_size=32), TrainConfig(exclude_scenes=["delta"]))
+    with pytest.raises(UrbanMTLError, match="leaves out every dataset"):
+        split_datasets(open_datasets(folder, patch_size=32), TrainConfig(exclude_scenes=["alpha", "beta", "gamma"]))

@@ -216,3 +216,20 @@ def test_tf_dataset_reiterates_with_a_new_epoch(data):
         assert calls == list(range(epoch + 1))
         assert _same(got, _collect(datasets, 4, training=True, seed=3, epoch=epoch))
     assert isinstance(pipeline, tf.data.Dataset)
+
+
+def test_atmosphere_changes_the_light_not_the_nodata_nor_the_sign():
+    from core.data.augment import atmosphere
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.02, 0.4, size=(6, 32, 32, 10)).astype(np.float32)
+    image[0, :4] = 0.0                                   # nodata rows
+    out = atmosphere(image, 1.0, np.random.default_rng(5))
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert (out[0, :4] == 0).all() and (out >= 0).all()
+    assert np.abs(out - image).mean() > 0.005
+    assert np.array_equal(out, atmosphere(image, 1.0, np.random.default_rng(5)))     # seeded
+    assert atmosphere(image, 0.0, rng) is image
+    # Path radiance and haze brighten the blue (B2) more than the short-wave infrared (B12) on average.
+    shift = (out - image)[1:].mean(axis=(0, 1, 2))
+    assert shift[0] > shift[9]

@@ -251,3 +251,20 @@ def test_hse_scale_is_guessed_from_dtype_and_values(tmp_path):
         assert ds.spec.hse_scale == pytest.approx(scale)
         hse = ds.read_units([(0, 0)])[1][0, ..., 0]
         np.testing.assert_allclose(hse, grid / 100, equal_nan=True, rtol=1e-6)
+
+
+def test_rare_windows_are_centred_on_the_rare_classes(tmp_path):
+    # The planted LCZ 2 square covers pixels 30..49 of a 160 px scene whose other classes are D and G.
+    manifest = fakedata.make_scene(tmp_path, size=160, lcz="codes")
+    [scene] = open_datasets(manifest, patch_size=32)
+    scene.rare_share, scene.rare_classes = 1.0, (2,)
+    centres = scene._rare_centres()
+    assert centres and {c[3] for c in centres} == {2}
+    assert all(30 <= r < 50 and 30 <= c < 50 for r, c, _, _ in centres)
+    windows = scene._plan(True, np.random.default_rng(0))
+    assert len(windows) == len(scene)
+    assert all(r < 50 and r + 32 > 30 and c < 50 and c + 32 > 30 for r, c in windows)
+    # Without rare classes in the reference (or rare_share 0) windows are drawn anywhere, as before.
+    scene.rare_classes = (1,)
+    scene._rare = None
+    assert scene._rare_centres() == []

@@ -279,6 +279,25 @@ def test_finetune_end_to_end_on_a_small_scene(tmp_path, capsys):
     assert "all_areas.gpkg" in (run / "all_scene.yaml").read_text()
     assert "trained the same way on all 6 polygons" in page
     assert result["seconds"]["refit"] > 0
+    # The random forest on the same train polygons is scored on the same test cells, beside both networks.
+    assert result["forest"]["cells"] == result["after"]["cells"] == result["before"]["cells"]
+    ranges = result["bootstrap"]["ranges_95"]
+    assert set(ranges) == {"before", "after", "forest"}
+    for tag in ranges:
+        low, high = ranges[tag]["oa"]
+        assert low - 1e-4 <= result[tag]["oa"] <= high + 1e-4 and set(ranges[tag]["f1"]) == {"2", "D", "G"}
+    assert "random forest" in page and "F1 fine-tuned" in page
+    assert isinstance(result["warnings"], list)
+    # Only the LCZ branch learnt: the run's HSE map is the start model's, to the bit; its LCZ map is written.
+    maps = run / "maps"
+    with rasterio.open(maps / "hse_before.tif") as a, rasterio.open(maps / "hse_final.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    with rasterio.open(maps / "lcz_forest.tif") as forest, rasterio.open(maps / "lcz_final.tif") as final:
+        assert forest.transform == final.transform and forest.shape == final.shape
+        assert set(np.unique(forest.read(1))) <= {0, 2, 14, 17} and forest.colormap(1)[2][:3] == (209, 0, 0)
+    # The distillation's translation: the classes of the polygons it trained on are lumped.
+    assert json.loads((run / "distill_train.json").read_text())["lump"] == [2, 14, 17]
+    assert np.array(json.loads((run / "distill_all.json").read_text())["matrix"]).shape == (17, 17)
     # The run folder is taken: a second run into it is refused before any work.
     assert finetune.main(["--image", str(image), "--polygons", str(polygons), "--field", "klass",
                           "--out", str(run)]) == 2

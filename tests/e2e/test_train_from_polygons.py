@@ -142,7 +142,7 @@ def test_train_from_polygons_then_map_with_the_trained_model(city, tmp_path):
     import rasterio
 
     out = tmp_path / "run"
-    done = train(city, city["areas"], out)
+    done = train(city, city["areas"], out, "DISTILL=0.5")
     log = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
     assert done.returncode == 0, log
     assert "Traceback" not in log, log
@@ -162,6 +162,13 @@ def test_train_from_polygons_then_map_with_the_trained_model(city, tmp_path):
         assert key in accuracy, key
     assert float(results["OA_BEFORE"]) == pytest.approx(accuracy["before"]["oa"])
     assert float(results["OA_AFTER"]) == pytest.approx(accuracy["after"]["oa"]) == pytest.approx(accuracy["oa"])
+    # The LCZ Generator's random forest on the same areas, scored on the same held-out cells, in log and report.
+    assert float(results["OA_FOREST"]) == pytest.approx(accuracy["forest"]["oa"])
+    assert accuracy["forest"]["cells"] == accuracy["after"]["cells"]
+    assert "A random forest trained on the same areas the LCZ Generator's way" in done.stdout, log
+    assert "random forest" in (out / "accuracy.html").read_text()
+    # DISTILL (Advanced) reaches the engine.
+    assert accuracy["settings"]["distill"] == 0.5 and accuracy["settings"]["freeze"] == "backbone"
     assert accuracy["split"]["n_train"] == 4 and accuracy["split"]["n_test"] == 2
     assert accuracy["settings"]["epochs"] == 2
     cm = np.array(accuracy["confusion"])

@@ -79,6 +79,7 @@ def test_a_selection_of_a_memory_layer_is_what_is_trained_on(city, tiny_model, t
     assert result["REPORT"] == str(out / "accuracy.html") and result["OUTPUT_FOLDER"] == str(out)
     assert result["OA_BEFORE"] == pytest.approx(accuracy["before"]["oa"])
     assert result["OA_AFTER"] == pytest.approx(accuracy["after"]["oa"])
+    assert result["OA_FOREST"] == pytest.approx(accuracy["forest"]["oa"])
 
 
 def test_a_wrong_band_choice_is_refused_before_any_work(city, tmp_path):
@@ -154,10 +155,38 @@ def test_dialog_parameters_outputs_and_help(plugin, tmp_path):
     assert model.checkValueIsAcceptable(None) and model.flags() & QgsProcessingParameterDefinition.FlagOptional
     assert model.clone().checkValueIsAcceptable(str(tmp_path))
     assert algorithm.parameterDefinition("EPOCHS").defaultValue() == 0
+    distill = algorithm.parameterDefinition("DISTILL")
+    assert distill.defaultValue() == 1.0 and distill.flags() & QgsProcessingParameterDefinition.FlagAdvanced
     outputs = {o.name(): o for o in algorithm.outputDefinitions()}
     assert isinstance(outputs["MODEL_PATH"], QgsProcessingOutputFile)
     assert isinstance(outputs["REPORT"], QgsProcessingOutputHtml)
     assert isinstance(outputs["OA_BEFORE"], QgsProcessingOutputNumber) and "OUTPUT_FOLDER" in outputs
+    assert isinstance(outputs["OA_FOREST"], QgsProcessingOutputNumber)
     help_text = algorithm.shortHelpString()
     assert "\n" not in help_text and "WUDAPT" in help_text and "101&ndash;107" in help_text
     assert "#train-on-your-own-city" in help_text and algorithm.helpUrl().endswith("README.md#train-on-your-own-city")
+
+
+def test_the_progress_bar_says_how_long_is_left(plugin):
+    """The engine's progress turned into the text under the progress bar: nothing while too little is done to
+    tell, then minutes, then seconds, each said once."""
+    from qgis.core import QgsProcessingFeedback
+
+    from urbanmtl.ui.run_engine import Remaining, _show
+
+    class Recorder(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.texts = []
+
+        def setProgressText(self, text):
+            self.texts.append(text)
+
+    now = [0.0]
+    remaining = Remaining(clock=lambda: now[0])
+    feedback = Recorder()
+    for seconds, percent in ((1, 1.0), (12, 10.0), (13, 10.5), (60, 50.0), (100, 90.0), (101, 100.0)):
+        now[0] = seconds
+        _show({"event": "progress", "percent": percent}, feedback, {}, remaining)
+    assert feedback.progress() == 100.0
+    assert feedback.texts == ["about 2 min left", "about 1 min left", "about 10 s left", ""]
