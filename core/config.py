@@ -62,7 +62,8 @@ class TrainConfig:
     distill_map: str = ""              # JSON file of a 17 x 17 matrix (rows: start model's class, columns: the
                                        # class to learn) through which the start model's probabilities pass
                                        # before they are a distillation target ("": as they are)
-    class_balance: bool = False        # windows around training polygons: every class equally often
+    class_balance: float = 0.0         # windows around training polygons: 0 = every polygon alike, 1 = every
+                                       # class alike, between: class c drawn in proportion to n_c ** (1 - x)
     background: float = 0.0            # share of the windows of a polygon scene drawn anywhere in it instead of
                                        # around the polygons (with distill: the start model is kept there)
     hse_threshold: float = 0.5         # built/not built for the binary HSE metrics

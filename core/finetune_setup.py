@@ -45,6 +45,8 @@ FREEZE = "backbone"
 #: Weight of the distillation loss (the start model's translated map where there is no polygon) against the
 #: polygons' loss; 0 trains on the polygons alone.
 DISTILL = 1.0
+#: How evenly the classes of the polygons are drawn (core.data.windows.class_weights: 1 = every class alike).
+CLASS_BALANCE = 1.0
 #: Share of the training windows drawn anywhere in the image rather than around a polygon (distillation only).
 BACKGROUND = 0.5
 #: Refit: once the held-out test is scored, train again from the start model on every polygon (train and test),
@@ -229,7 +231,7 @@ def finetune_config(opts: FinetuneOptions, manifests: list[Path], start_model: s
         data=[f"scene:{m}" for m in manifests], val_data=[], val_fraction=0.0, init_from=start_model,
         patch_size=patch, batch_size=BATCH_SIZE, epochs=int(epochs), learning_rate=opts.learning_rate,
         lr_decay=LR_DECAY, lr_decay_every=max(1, int(round(epochs / LR_DECAYS))), patience=int(epochs) + 1,
-        seed=opts.seed, out=str(out or opts.out), freeze=opts.freeze, class_balance=True,
+        seed=opts.seed, out=str(out or opts.out), freeze=opts.freeze, class_balance=CLASS_BALANCE,
         distill=float(opts.distill), distill_map=str(distill_map or ""),
         background=BACKGROUND if opts.distill > 0 else 0.0,
     )

@@ -68,7 +68,7 @@ class SceneDataset(Dataset):
         self.path = spec.source
         self.group = group                 # the folder of manifests this scene came from, if any
         self.epoch_windows: Optional[int] = None  # training windows per epoch; None: by area (or polygons)
-        self.balance_classes = False       # windows around training polygons: every class equally often
+        self.balance_classes = 0.0         # windows around training polygons: core.data.windows.class_weights
         # Share of the training windows of a polygon scene drawn anywhere in its blocks rather than around its
         # polygons; such windows need no reference (fine-tuning distils the start model there).
         self.background_share = 0.0
@@ -219,7 +219,7 @@ class SceneDataset(Dataset):
             around = iter(draw_around(rare, self.blocks, self.patch_size, rng, int(near.sum())))
             anywhere = iter(draw_in_blocks(self.blocks, self.patch_size, rng, int((~near).sum())))
             return [next(around) if n else next(anywhere) for n in near]
-        weights = class_weights(centres) if self.balance_classes else None
+        weights = class_weights(centres, self.balance_classes) if self.balance_classes else None
         if self.background_share <= 0:
             return draw_around(centres, self.blocks, self.patch_size, rng, count, weights)
         anywhere = rng.random(count) < self.background_share

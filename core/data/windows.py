@@ -70,11 +70,12 @@ def polygon_centres(bounds: Sequence[tuple[float, float, float, float]], codes: 
     return centres
 
 
-def class_weights(centres: Sequence[Centre]) -> np.ndarray:
-    """Probabilities of drawing each centre so that every class is drawn equally often (its polygons alike)."""
+def class_weights(centres: Sequence[Centre], power: float = 1.0) -> np.ndarray:
+    """Probabilities of drawing each centre: a class of n polygons is drawn in proportion to n ** (1 - power)
+    (power 1: every class equally often; 0: every polygon alike), its polygons alike."""
     codes = np.array([c[3] for c in centres])
     _, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    weights = 1.0 / counts[inverse]
+    weights = counts[inverse].astype(np.float64) ** -float(power)
     return weights / weights.sum()
 
 

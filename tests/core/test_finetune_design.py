@@ -93,6 +93,9 @@ def test_class_weights_draw_every_class_equally_often():
     w = class_weights(centres)
     assert w.sum() == pytest.approx(1.0)
     assert [w[:6].sum(), w[6:8].sum(), w[8]] == pytest.approx([1 / 3] * 3)
+    assert class_weights(centres, 0.0) == pytest.approx(np.full(9, 1 / 9))
+    half = class_weights(centres, 0.5)          # classes in proportion to the square root of their polygons
+    assert [half[:6].sum(), half[6:8].sum(), half[8]] == pytest.approx(np.sqrt([6, 2, 1]) / np.sqrt([6, 2, 1]).sum())
 
 
 def test_warning_names_the_class_whose_polygons_the_map_calls_otherwise(tmp_path):
