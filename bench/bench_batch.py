@@ -65,8 +65,8 @@ def make_scenes(folder: Path, count: int, size: int) -> list[Path]:
 
 def run_loop(scenes: list[Path], out: Path, model: str | None) -> tuple[float, float]:
     """A plain loop over predict_scene in this process: (seconds, km²)."""
-    from core.batch_io import output_km2
-    from core.predict import predict_scene
+    from core.cluster.scenes import output_km2
+    from core.mapping.predict import predict_scene
 
     start = time.perf_counter()
     for scene in scenes:
@@ -100,7 +100,7 @@ def main() -> int:
     p.add_argument("--model", help="model (default: the bundled one)")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from core.batch import cpu_count
+    from core.cluster.scenes import cpu_count
 
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
         root = Path(tmp)

@@ -183,7 +183,7 @@ def prepare(case: str, out: Path, limit: int, seed: int, confident: float = CONF
 
 def score_codes(pred: np.ndarray, ref: np.ndarray, ids: np.ndarray, codes: list[int]) -> tuple[dict, np.ndarray]:
     """Scores of `pred` on the cells of the squares (ids > 0) and their per-square confusions."""
-    from core.accuracy import polygon_confusions, score
+    from core.evaluation.accuracy import polygon_confusions, score
 
     per = polygon_confusions(ids, codes, pred)
     s = score(per.sum(0))
@@ -191,8 +191,8 @@ def score_codes(pred: np.ndarray, ref: np.ndarray, ids: np.ndarray, codes: list[
 
 
 def score_all(pred: np.ndarray, ref: np.ndarray, east: np.ndarray) -> dict:
-    from core.accuracy import score
-    from core.metrics import confusion_matrix
+    from core.evaluation.accuracy import score
+    from core.evaluation.metrics import confusion_matrix
 
     both = east & (ref > 0) & (pred > 0)
     s = score(confusion_matrix(ref[both].astype(np.int64), pred[both].astype(np.int64)))
@@ -222,8 +222,8 @@ def final_map(run: Path) -> Path:
 
 
 def forest_map(case: dict, like: Path, seed: int) -> np.ndarray:
-    from core.forest import cell_features, predict_codes, train_forest
-    from core.training_areas import read_training_areas
+    from core.finetuning.forest import cell_features, predict_codes, train_forest
+    from core.finetuning.areas import read_training_areas
 
     features = cell_features(str(case["image"]))
     areas = read_training_areas(case["west"], "lcz", features.crs)
@@ -233,8 +233,8 @@ def forest_map(case: dict, like: Path, seed: int) -> np.ndarray:
 def evaluate(case: dict, run: Path, seed: int) -> dict:
     import rasterio
 
-    from core.accuracy import bootstrap_ranges, scoring_cells
-    from core.training_areas import read_training_areas
+    from core.evaluation.accuracy import bootstrap_ranges, scoring_cells
+    from core.finetuning.areas import read_training_areas
 
     final = final_map(run)
     with rasterio.open(final) as ds:

@@ -50,7 +50,7 @@ def make_base_tile(path: Path) -> None:
     import rasterio
     from rasterio.transform import from_origin
 
-    from core.bands import MODEL_BANDS
+    from core.common.bands import MODEL_BANDS
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:BASE_TILE, 0:BASE_TILE].astype(np.float32)
@@ -71,7 +71,7 @@ def make_base_tile(path: Path) -> None:
 
 def make_scene_vrt(base: Path, size: int, path: Path) -> None:
     """A size x size VRT mosaic of the base tile (same CRS, 10 m, band names kept)."""
-    from core.bands import MODEL_BANDS
+    from core.common.bands import MODEL_BANDS
 
     n = math.ceil(size / BASE_TILE)
     lines = [f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">',
@@ -141,9 +141,9 @@ def child_engine(args: dict) -> dict:
     """One run of core.predict on a scene, then the pure network time on the same tiles."""
     import numpy as np
 
-    from core.predict import NetworkRunner, PredictOptions, predict_scene, select_device
-    from core.model import load_model
-    from core.tiling import make_layout
+    from core.mapping.predict import NetworkRunner, PredictOptions, predict_scene, select_device
+    from core.network.saving import load_model
+    from core.tiling.layout import make_layout
 
     marks: dict[str, float] = {}
     base_rss = [0.0]
@@ -188,9 +188,9 @@ def child_patch(args: dict) -> dict:
     import tensorflow as tf
     import keras
 
-    from core.outputs import lcz_colormap
-    from core.predict import select_device
-    from core.raster import open_scene
+    from core.outputs.writer import lcz_colormap
+    from core.mapping.predict import select_device
+    from core.inputs.scene import open_scene
 
     device = select_device(args["device"])
     with tf.device(device):
@@ -282,7 +282,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="urbanmtl-bench-"))
     model = a.model
     if model is None:
-        from core.model import ModelConfig, base_card, build_networks, save_model
+        from core.network.model import ModelConfig, build_networks
+        from core.network.saving import base_card, save_model
 
         config = ModelConfig()
         network = build_networks(config)[1]

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--out")
     a = p.parse_args(argv)
 
-    from core.evaluate_maps import evaluate_scenes
+    from core.evaluation.maps import evaluate_scenes
 
     manifests = [str(CITIES / f"{c}.yaml") for c in VALIDATION]
     missing = [m for m in manifests if not Path(m).exists()]

@@ -24,14 +24,14 @@ def measure(device: str, variant: str, batch: int, steps: int, size: int) -> flo
     import keras
     import tensorflow as tf
 
-    from core.model import ModelConfig, build_networks
-    from core.train import _trainer_class
+    from core.network.model import ModelConfig, build_networks
+    from core.training.trainer import MultitaskTrainer
 
     with tf.device(device):
         cfg = ModelConfig(variant=variant)
         train_net, _ = build_networks(cfg)
         tasks = tuple(t for t in ("hse", "lcz") if getattr(cfg, f"has_{t}"))
-        trainer = _trainer_class()(train_net, cfg.spec["weighting"], tasks)
+        trainer = MultitaskTrainer(train_net, cfg.spec["weighting"], tasks)
         trainer.compile(optimizer=keras.optimizers.Nadam(0.002))
         rng = np.random.default_rng(0)
         x = {"image": rng.random((batch, size, size, 10), dtype=np.float32)}

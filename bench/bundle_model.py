@@ -13,7 +13,6 @@ models/MODEL_CARD.md (written by hand from these figures).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -81,7 +80,7 @@ def training_scenes(val_scenes: list[str]) -> list[dict]:
     import rasterio
     from rasterio.warp import transform
 
-    from core.train import scene_key_matches
+    from core.training.datasets import scene_key_matches
 
     rows = []
     for entry in json.loads((SHARED / "cities" / "cities.json").read_text()):
@@ -100,14 +99,14 @@ def training_scenes(val_scenes: list[str]) -> list[dict]:
 
 def val_manifests(val_scenes: list[str]) -> list[str]:
     """The manifests of ../shared/data/cities whose scene is one of `val_scenes` (a config's val_scenes)."""
-    from core.train import scene_key_matches
+    from core.training.datasets import scene_key_matches
 
     return [str(m) for m in sorted((SHARED / "cities").glob("*.yaml")) if scene_key_matches(m.stem, val_scenes)]
 
 
 def city_scores(model: Path, val_scenes: list[str]) -> list[dict]:
     """Per validation city: the engine's maps scored against the teacher (core.evaluate_maps)."""
-    from core.evaluate_maps import evaluate_scenes
+    from core.evaluation.maps import evaluate_scenes
 
     return evaluate_scenes(str(model), val_manifests(val_scenes))
 
@@ -122,7 +121,7 @@ def main(run: str) -> int:
         sys.exit(f"{model} is {size_mb:.1f} MB; the bundled model must stay under {MAX_MB} MB.")
     card = {**json.loads(card_file.read_text()), **DESCRIPTION, "model_file_mb": round(size_mb, 2)}
     val_scenes = card["training"]["config"].get("val_scenes") or []
-    from core.tiling import model_tiling
+    from core.tiling.layout import model_tiling
 
     # The engine maps with the model's training window (core.tiling.model_tiling); written out for the reader.
     tile, overlap = model_tiling(card)

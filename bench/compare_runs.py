@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 
 def val_scenes(run: Path) -> list[str]:
-    from core.model import card_path_for, resolve_model_path
+    from core.network.saving import card_path_for, resolve_model_path
 
     card = json.loads(card_path_for(resolve_model_path(str(run))).read_text())
     return card["training"]["config"].get("val_scenes") or []
@@ -37,8 +37,8 @@ def disagreements(manifest: str, lcz_map: Path) -> dict[str, int]:
     import rasterio
 
     from core.data import load_manifest
-    from core.evaluate_maps import reference_lcz_cells
-    from core.lcz import LETTERS
+    from core.evaluation.maps import reference_lcz_cells
+    from core.common.lcz import LETTERS
 
     with rasterio.open(lcz_map) as ds:
         ref, ours = reference_lcz_cells(load_manifest(manifest), ds).astype(int), ds.read(1).astype(int)
@@ -58,7 +58,7 @@ def training_manifests(val: list[str]) -> list[str]:
 
 def compare(run: Path, out: Path, training_cities: bool = False) -> dict:
     from bench.bundle_model import val_manifests
-    from core.evaluate_maps import evaluate_scenes
+    from core.evaluation.maps import evaluate_scenes
 
     manifests = val_manifests(val_scenes(run))
     maps = out / f"{run.name}_maps"

@@ -118,7 +118,7 @@ def main() -> int:
     args = p.parse_args()
     import rasterio
 
-    from core.predict import PredictOptions, predict_scene
+    from core.mapping.predict import PredictOptions, predict_scene
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

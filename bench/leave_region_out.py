@@ -49,7 +49,7 @@ FOLDS = {
 
 def manifests(site: str) -> list[Path]:
     """The site's manifests, one per date (cities/, then cities_date2/)."""
-    from core.train_data import scene_key_matches
+    from core.training.datasets import scene_key_matches
 
     found = []
     for folder in DATE_FOLDERS:
@@ -62,7 +62,7 @@ def fold_config(config: Path, fold: str, overrides: dict, path: Path) -> Path:
     (dataset paths made absolute)."""
     import yaml
 
-    from core.config import load_config_file
+    from core.training.config import load_config_file
 
     values = load_config_file(config)
     values.update(exclude_scenes=list(FOLDS[fold]), val_scenes=[], **overrides)
@@ -89,7 +89,7 @@ def date_agreement(maps: list[Path], specs: list) -> dict:
     import rasterio
     from rasterio.warp import Resampling, reproject
 
-    from core.evaluate_maps import reference_lcz_cells
+    from core.evaluation.maps import reference_lcz_cells
 
     ours, teacher = [], []
     with rasterio.open(maps[0]) as first:
@@ -110,7 +110,7 @@ def date_agreement(maps: list[Path], specs: list) -> dict:
 
 def score_fold(model: str, fold: str, folder: Path) -> dict:
     from core.data import load_manifest
-    from core.evaluate_maps import evaluate_scenes
+    from core.evaluation.maps import evaluate_scenes
 
     maps = folder / "maps"
     scenes, sites = [], {}

@@ -57,7 +57,7 @@ def scenes_of(config: Path) -> tuple[list[Path], list[Path]]:
     """(training city manifests, validation city manifests) of the config's cities folder."""
     import yaml
 
-    from core.train_data import scene_key_matches
+    from core.training.datasets import scene_key_matches
 
     cfg = yaml.safe_load(config.read_text())
     val = cfg.get("val_scenes") or []

@@ -94,7 +94,7 @@ def cells(probs20: np.ndarray) -> np.ndarray:
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    from core.evaluate_maps import BUILT_MAX
+    from core.evaluation.maps import BUILT_MAX
 
     return {"oa": round(float(np.mean(a == b)), 4),
             "built_natural_oa": round(float(np.mean((a <= BUILT_MAX) == (b <= BUILT_MAX))), 4)}

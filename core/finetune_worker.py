@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import UrbanMTLError
+from .common.errors import UrbanMTLError
 from .worker import EXIT_MISSING, EXIT_OK, Channel, exit_now, import_engine, serve
 
 #: The marker of a run in progress (or killed) in its output folder.
@@ -179,13 +179,13 @@ def read_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Event] = None) -> int:
     """Import the engine, fine-tune, report; returns the exit status."""
-    # scikit-learn: the random forest the report compares with (core.forest), checked before any work.
-    loaded = import_engine(channel, "finetune", "predict", packages=("sklearn.ensemble",))
+    # scikit-learn: the random forest the report compares with (core.finetuning.forest), checked before any work.
+    loaded = import_engine(channel, ".finetuning.run", ".finetuning.setup", ".network.inference", "sklearn.ensemble")
     if loaded is None:
         return EXIT_MISSING
-    tf, finetune, predict = loaded
-    opts = finetune.FinetuneOptions(**{k: v for k, v in params.items() if v is not None})
-    device = predict.select_device("auto").strip("/").split(":")[0]
+    tf, finetune, setup, inference, _ = loaded
+    opts = setup.FinetuneOptions(**{k: v for k, v in params.items() if v is not None})
+    device = inference.select_device("auto").strip("/").split(":")[0]
     channel.send("ready", python=sys.executable, tensorflow=tf.__version__, device=device)
 
     def log(text: str) -> None:

@@ -1,14 +1,8 @@
-"""Map HSE density (20 m) and LCZ (100 m) over a whole Sentinel-2 scene: the engine's entry, predict_scene.
+"""The command line of a mapping run: python -m core.predict scene.tif --hse hse.tif --lcz lcz.tif [...].
 
-predict_scene checks the options and outputs, opens the scene, loads the model (its card checked against the
-contract, core.spec.check_card), lays out the tiles (core.tiling) and streams them through the network into
-the outputs (core.accumulate); the exports (core.export) follow. The network's TensorFlow side is
-core.inference, the command line core.predict_cli:
-
-    python -m core.predict scene.tif --hse hse.tif --lcz lcz.tif [--confidence conf.tif] [--stats stats.csv]
-
-core.batch and core.worker replace `_load`, `NetworkRunner` and `make_layout` of this module (caching,
-counting); predict_scene looks them up here.
+Parses the arguments into core.mapping.predict.PredictOptions, runs core.mapping.predict.predict_scene with a
+progress bar on stderr, turns every failure into one "error: ..." line and an exit status, and makes stop signals
+(SIGINT, SIGTERM, SIGHUP) end the run cleanly: temporaries removed, exit status 128 + signal number.
 """
 
 from __future__ import annotations
@@ -17,10 +11,10 @@ import os
 import sys
 
 if __name__ == "__main__":
-    # Run as the CLI. Before TensorFlow loads (core.model, at the end of this file): silence its
-    # start-up INFO lines (CPU features, oneDNN) and keep its warnings and errors (TF_ENABLE_ONEDNN_OPTS is left
-    # alone: it changes numerics), and let a stop signal while they load end the process with one line
-    # instead of an import traceback. main() installs the handlers of the run itself.
+    # Before TensorFlow loads (the network's layers, at the end of this file): silence its start-up INFO lines
+    # (CPU features, oneDNN) and keep its warnings and errors (TF_ENABLE_ONEDNN_OPTS is left alone: it changes
+    # numerics), and let a stop signal while they load end the process with one line instead of an import
+    # traceback. main() installs the handlers of the run itself.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import signal as _signal
 
@@ -33,304 +27,248 @@ if __name__ == "__main__":
     for _signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
         _signal.signal(_signum, _stopped_while_starting)
 
-import math
-import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+import argparse
+import importlib
+import signal
+import threading
+from typing import Any, Optional, Sequence
 
-import numpy as np
-
-from . import __version__
-from .accumulate import FLUSH_COLUMNS, Cancelled, StripAccumulator, _cell_sums, _read_batch, run_tiles  # noqa: F401
-from .atomic import atomic_write
-from .class_stats import write_stats_csv
-from .errors import UrbanMTLError
-from .export import check_exports, export_lcz
-from .inference import NetworkRunner, select_device
-from .input_checks import check_offset
-from .outputs import (
-    ClassStats, GridSpec, OutputLock, OutputSet, _critical_section, check_outputs_apart, plan_outputs, signals_deferred,
-)
-from .raster import READ_ERRORS, InputSpec, Scene, damaged_input_error, open_scene
-from .spec import (  # noqa: F401 - CELL, VALID_SHARE: importable from here as before
-    CELL, DEFAULT_BATCH_SIZE, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, VALID_SHARE, check_card,
-)
-from .tiling import TileLayout, check_tiling, make_layout, model_tiling
-
-#: Names of the command line (core.predict_cli), still importable from here: `from core.predict import main`.
-_CLI_NAMES = frozenset({"main", "build_parser", "STOP_SIGNALS", "quiet_tensorflow_logs", "_stop",
-                        "_install_stop_handlers", "_restore_handlers"})
+from .common.errors import Interrupted, UrbanMTLError
+from .common.signals import defer_signal
+from .common.spec import DEFAULT_BATCH_SIZE, DEVICES, MAJORITY_SIZES, SCHEMES, SIZE_MULTIPLE
+from .inputs.scene import InputSpec
+from .outputs import remove_temporaries
 
 
-def __getattr__(name: str) -> Any:
-    # Lazily, so that core.predict_cli (which imports this module) can be imported first.
-    if name in _CLI_NAMES:
-        from . import predict_cli
-
-        return getattr(predict_cli, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@dataclass
-class PredictOptions:
-    """How to run a prediction. Sizes in 10 m input pixels."""
-
-    bands: Optional[list[str]] = None          # one name per input band, file order
-    extent: Optional[tuple[float, float, float, float]] = None   # xmin, ymin, xmax, ymax
-    extent_crs: Optional[str] = None           # WKT/EPSG of extent; None = the input's CRS
-    tile_size: Optional[int] = None            # pixels at 10 m, multiple of 8; None: the model's (model_tiling)
-    overlap: Optional[int] = None              # pixels on each side shared with neighbours; None: the model's
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = DEVICES[0]                   # auto | cpu | gpu (core.spec.DEVICES)
-    overwrite: bool = False
-    cog: bool = False
-    scheme: str = SCHEMES[0]                   # blend | authors (core.spec.SCHEMES)
-    offset: Optional[float] = None             # DN offset to use instead of the metadata's (e.g. -1000)
-
-
-@dataclass
-class PredictResult:
-    """What a prediction wrote and measured. stats: one dict per LCZ class (see core.outputs.ClassStats.rows)."""
-
-    hse_path: str
-    lcz_path: str
-    confidence_path: Optional[str]
-    stats_path: Optional[str]
-    stats: list[dict]
-    seconds: float
-    warped: bool
-    messages: list[str] = field(default_factory=list)
-    exports: dict = field(default_factory=dict)   # what core.export.export_lcz did (empty without exports)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m core.predict",
+        description="Map human settlement extent (HSE density, 20 m) and Local Climate Zones (LCZ, 100 m) from "
+                    "a Sentinel-2 scene with the urbanmtl multitask network.",
+    )
+    p.add_argument("input", nargs="+", help="Sentinel-2 raster (GeoTIFF, VRT, ...), SAFE folder or .zip, a folder "
+                                            "of band files, or several band files")
+    p.add_argument("--hse", required=True, help="output GeoTIFF: HSE density 0..1 at 20 m (nodata -1)")
+    p.add_argument("--lcz", required=True, help="output GeoTIFF: LCZ codes 1..17 at 100 m (0 = nodata)")
+    p.add_argument("--confidence", help="output GeoTIFF: probability of the winning LCZ class at 100 m")
+    p.add_argument("--stats", help="output CSV: per LCZ class cells, area_km2 and mean HSE")
+    p.add_argument("--model", help="model.keras or training run folder (default: the bundled model)")
+    p.add_argument("--bands", nargs="+", metavar="NAME", help="Sentinel-2 name of every input band, file order")
+    p.add_argument("--extent", nargs=4, type=float, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="map only this rectangle (in the input's CRS unless --extent-crs)")
+    p.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326")
+    p.add_argument("--tile-size", type=int,
+                   help=f"tile edge in 10 m pixels, multiple of {SIZE_MULTIPLE} (default: the size of the model's "
+                        f"training windows, 64 for the bundled model)")
+    p.add_argument("--overlap", type=int, help="pixels each tile shares with each neighbour (default: a quarter "
+                   "of the model's tile size, 16 for the bundled model)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"tiles per network call ({DEFAULT_BATCH_SIZE})")
+    p.add_argument("--device", choices=DEVICES, default=DEVICES[0], help="where the network runs (auto)")
+    p.add_argument("--offset", type=float, help="DN offset to apply instead of the metadata's (e.g. -1000)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
+    p.add_argument("--scheme", choices=SCHEMES, default=SCHEMES[0],
+                   help="blend: overlapping tiles, smooth weights; authors: four diagonal offsets, averaged")
+    p.add_argument("--umep", metavar="PATH",
+                   help="also write the LCZ map in UMEP codes (1-10, 101-107) as this GeoTIFF")
+    p.add_argument("--w2w", metavar="PATH", help="also write a copy of the LCZ map for WRF's w2w (EPSG:4326, codes "
+                                                 "1-17) as this GeoTIFF")
+    p.add_argument("--majority", type=int, choices=MAJORITY_SIZES, default=0,
+                   help="majority-filter the LCZ map over 3x3 or 5x5 cells before the exports (0 = off, the default)")
+    return p
 
 
-def validate_options(options: PredictOptions) -> None:
-    """Raise UrbanMTLError for options no run can use (checked before anything is opened). A tile size or overlap
-    left to the model (None) is checked with the model's values once its card is read."""
-    check_tiling(DEFAULT_TILE_SIZE if options.tile_size is None else options.tile_size,
-                 0 if options.overlap is None else options.overlap, options.scheme)
-    if not isinstance(options.batch_size, (int, np.integer)) or options.batch_size < 1:
-        raise UrbanMTLError(f"batch_size must be a positive whole number; got {options.batch_size}.")
-    if options.device not in DEVICES:
-        raise UrbanMTLError(f"Unknown device '{options.device}'. Choose one of: {', '.join(DEVICES)}.")
-    if options.extent is not None and len(options.extent) != 4:
-        raise UrbanMTLError(f"The extent must be 4 numbers xmin ymin xmax ymax; got {list(options.extent)}.")
-    check_offset(options.offset, "The DN offset (--offset)")
+#: Signals that stop a CLI run cleanly: the handler raises Interrupted, the stack unwinds, temporaries go.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def resolve_tiling(options: PredictOptions, card: dict) -> PredictOptions:
-    """`options` with a tile size/overlap left to the model (None) taken from its card (core.tiling.model_tiling);
-    an overlap too large for a smaller tile the user chose is cut to half that tile's size."""
-    tile, overlap = model_tiling(card)
-    tile = tile if options.tile_size is None else options.tile_size
-    if options.overlap is not None:
-        overlap = options.overlap
-    elif 2 * overlap > tile:
-        overlap = tile // 2
-    check_tiling(tile, overlap, options.scheme)
-    return replace(options, tile_size=tile, overlap=overlap)
+def quiet_tensorflow_logs() -> None:
+    """Hide TensorFlow's C++ INFO lines (CPU features, oneDNN notices), keep its warnings and errors. Only
+    effective before TensorFlow is imported; an explicit TF_CPP_MIN_LOG_LEVEL is left as it is. Numerics are
+    not touched (TF_ENABLE_ONEDNN_OPTS stays as the user set it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def _grids(scene: Scene) -> tuple[GridSpec, GridSpec]:
-    t = scene.transform
-    h20, w20 = math.ceil(scene.height / OUTPUT_FACTOR), math.ceil(scene.width / OUTPUT_FACTOR)
-    grid20 = GridSpec(h20, w20, t * t.scale(OUTPUT_FACTOR, OUTPUT_FACTOR), scene.crs)
-    f = OUTPUT_FACTOR * CELL
-    grid100 = GridSpec(math.ceil(h20 / CELL), math.ceil(w20 / CELL), t * t.scale(f, f), scene.crs)
-    return grid20, grid100
+#: The last stop signal the CLI's handler received (None: none). An exception that a stop signal set off
+#: inside library code may reach main() in another guise; main() then still reports the stop.
+_stop_received: Optional[int] = None
 
 
-def _input_names(source: InputSpec) -> list[str]:
-    return [str(source)] if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__") else [str(s) for s in source]
+def _stop(signum, frame) -> None:
+    """Raise Interrupted where that unwinds cleanly: in urbanmtl's own Python code. Interrupted inside a library
+    (TensorFlow's C++ calling back into Python, rasterio's Cython checking a dtype), the exception comes out as
+    another error or as an 'Exception ignored' traceback; there the stop is only recorded, and the next batch
+    (_raise_if_stopped, between batches) or the end of a deferring section (core.signals) raises it."""
+    global _stop_received
+    _stop_received = signum
+    if defer_signal(signum):      # outputs are being renamed, or a batch is in TensorFlow: stop right after
+        return
+    module = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+    if frame is not None and not (module.startswith("core.") or module == "__main__"):
+        return
+    raise Interrupted(signum)
 
 
-def _load(model_path: Optional[str], device: str):
-    """Load the model on `device`, check that it maps both tasks and that its card fits the engine's contract
-    (core.spec.check_card)."""
-    import tensorflow as tf
-
-    from .model import load_model
-
-    with tf.device(device):
-        loaded = load_model(model_path)
-    if not (loaded.has_hse and loaded.has_lcz):
-        have = "HSE" if loaded.has_hse else "LCZ"
-        raise UrbanMTLError(
-            f"The model '{loaded.path}' predicts only {have}, but mapping a scene needs both HSE and LCZ. Use a "
-            f"multitask model (variant mtl_*), e.g. the bundled one."
-        )
-    check_card(loaded.card, f"The model '{loaded.path}'")
-    return loaded
+def _raise_if_stopped() -> bool:
+    """The run's is_cancelled check, between batches: a recorded stop signal is raised here."""
+    if _stop_received is not None:
+        raise Interrupted(_stop_received)
+    return False
 
 
-def _check_exports(plan: Any, inputs: list[str], umep_path: Optional[str], w2w_path: Optional[str],
-                   majority: int, overwrite: bool) -> None:
-    """core.export.check_exports, after this one: no export may be another output of the run or an input file."""
-    taken = {os.path.realpath(str(p)): what for p, what in ((plan.hse, "the HSE map"),
-                                                             (plan.confidence, "the confidence map"),
-                                                             (plan.stats, "the statistics table")) if p}
-    taken.update({os.path.realpath(p): "an input file" for p in inputs})
-    for export in (umep_path, w2w_path):
-        if export and os.path.realpath(export) in taken:
-            raise UrbanMTLError(f"The export '{export}' would replace {taken[os.path.realpath(export)]}. Choose "
-                                f"another file name.")
-    check_exports(plan.lcz, umep_path, w2w_path, majority, overwrite)
-
-
-def _say_exports(exports: dict, say: Callable[[str], None]) -> None:
-    if exports.get("majority"):
-        size = exports["majority"]
-        say(f"Majority filter {size}x{size}: {exports['changed_cells']} cell(s) of the LCZ map changed class (the "
-            f"area statistics count the filtered map; the confidence map keeps the network's probability of its "
-            f"own class there).")
-    written = [exports[k] for k in ("umep", "w2w") if exports.get(k)]
-    if written:
-        say(f"Wrote {', '.join(written)}.")
-
-
-# --- the steps of predict_scene ---
-
-
-def _say_opened(lock: OutputLock, scene: Scene, say: Callable[[str], None]) -> None:
-    """Say the notes of the output lock and of the scene."""
-    for text in lock.notes + scene.messages:
-        say(text)
-    if lock.stale_removed:
-        say(f"Removed {len(lock.stale_removed)} temporary file(s) that an earlier, stopped run left beside "
-            f"the outputs: {', '.join(p.name for p in lock.stale_removed)}.")
-
-
-def _model_and_layout(scene: Scene, model_path: Optional[str], options: PredictOptions,
-                      say: Callable[[str], None]) -> tuple[str, Any, PredictOptions, TileLayout]:
-    """(device, loaded model, options with the model's tiling, tile layout) of a run, and the line saying them.
-    A scene with no valid pixel is refused first."""
-    if not scene.has_valid_pixels():
-        raise UrbanMTLError(
-            f"The input {scene.name} has no valid pixel in the area to map (every pixel is nodata or 0 in all "
-            f"bands). Check the extent, the file's nodata value, or choose another scene."
-        )
-    device = select_device(options.device)
-    with signals_deferred():             # Keras builds the network through TensorFlow's C++
-        loaded = _load(model_path, device)
-    options = resolve_tiling(options, loaded.card)
-    layout = make_layout(scene.height, scene.width, options.tile_size, options.overlap, options.scheme)
-    say(f"Scene: {scene.width} x {scene.height} pixels at 10 m ({scene.width * scene.height * scene.pixel_area_m2 / 1e6:.2f} km2); "
-        f"{len(layout)} tiles of {layout.tile_width} x {layout.tile_height} px, scheme '{options.scheme}'"
-        + (f", overlap {options.overlap}" if options.scheme == "blend" else "")
-        + f"; batch {options.batch_size} on {device.strip('/').split(':')[0]}; model {loaded.path}.")
-    return device, loaded, options, layout
-
-
-def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, options: PredictOptions, plan: Any,
-               lock: OutputLock, progress: Optional[Callable[[float], None]],
-               is_cancelled: Optional[Callable[[], bool]], keep_cells: bool = False
-               ) -> tuple[ClassStats, StripAccumulator]:
-    """Run every tile into the outputs and commit them: (the LCZ class statistics, the accumulator). keep_cells:
-    the statistics keep their per-cell values, to be recounted after a majority filter (_recount)."""
-    grid20, grid100 = _grids(scene)
-    stats = ClassStats(keep_cells=(grid100.height, grid100.width) if keep_cells else None)
-    tags = {"SOFTWARE": f"urbanmtl {__version__}", "URBANMTL_INPUT": scene.name,
-            "URBANMTL_MODEL": str(loaded.path), "URBANMTL_SCHEME": options.scheme,
-            "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap)}
-    with OutputSet(plan, grid20, grid100, cog=options.cog, tags=tags, lock=lock) as out:
-        accumulator = StripAccumulator(layout, out, scene.pixel_area_m2, stats)
-        runner = NetworkRunner(loaded.network, device)
+def _install_stop_handlers() -> dict:
+    """Make SIGINT, SIGTERM and SIGHUP raise Interrupted (main thread only); returns the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in STOP_SIGNALS:
         try:
-            run_tiles(scene, layout, runner, accumulator, options.batch_size, progress, is_cancelled)
-        except READ_ERRORS as exc:   # outputs raise OutputError, so this is the input failing mid-way
-            raise damaged_input_error(scene.name, exc) from None
-        out.commit(stats.rows())
-    return stats, accumulator
+            previous[signum] = signal.signal(signum, _stop)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    return previous
 
 
-def _export(plan: Any, stats: ClassStats, umep_path: Optional[str], w2w_path: Optional[str], majority: int,
-            overwrite: bool, say: Callable[[str], None]) -> tuple[list[dict], dict]:
-    """The LCZ exports (core.export.export_lcz) of a written map: (the class rows, recounted after a majority
-    filter, and what export_lcz did). A stop signal waits for them (a 100 m map: a fraction of a second)."""
-    with _critical_section(f"{plan.lcz} and its exports are written."):
-        exports = export_lcz(plan.lcz, umep_path, w2w_path, majority, overwrite=overwrite)
-        rows = _recount(plan, stats) if majority else stats.rows()
-    _say_exports(exports, say)
-    return rows, exports
+def _restore_handlers(previous: dict) -> None:
+    """Put back the handlers main() replaced; the CLI's start-up handler becomes the default action (the run is
+    over: a signal now simply ends the process, silently)."""
+    for signum, handler in previous.items():
+        if handler is None or getattr(handler, "__name__", "") == "_stopped_while_starting":
+            handler = signal.SIG_DFL
+        try:
+            signal.signal(signum, handler)
+        except (ValueError, OSError, TypeError):  # pragma: no cover
+            pass
 
 
-def _recount(plan: Any, stats: ClassStats) -> list[dict]:
-    """The class rows of the majority-filtered LCZ map (read back from plan.lcz), also written over the
-    statistics CSV when there is one, so that the table describes the map the user gets."""
+class _Console:
+    """The CLI's stderr: a progress bar once progress is reported, messages above it, one "error: ..." line."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def progress(self, percent: float) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, unit="%", desc="predict", file=sys.stderr,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        self.bar.update(percent - self.bar.n)
+
+    def log(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def fail(self, text: str, code: int) -> int:
+        self.close()
+        print(f"error: {text}", file=sys.stderr, flush=True)
+        return code
+
+
+def _run(args: argparse.Namespace, console: _Console) -> Any:
+    """predict_scene with the parsed arguments."""
+    from .mapping.predict import PredictOptions, predict_scene
+
+    options = PredictOptions(
+        bands=args.bands, extent=tuple(args.extent) if args.extent else None, extent_crs=args.extent_crs,
+        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+        overwrite=args.overwrite, cog=args.cog, scheme=args.scheme, offset=args.offset,
+    )
+    source: InputSpec = args.input[0] if len(args.input) == 1 else args.input
     import rasterio
 
-    with rasterio.open(plan.lcz) as ds:
-        rows = stats.recount(ds.read(1)).rows()
-    if plan.stats:
-        with atomic_write(plan.stats, fsync=True) as tmp:
-            write_stats_csv(tmp, rows)
-    return rows
+    # Inside a rasterio environment GDAL's own messages go to Python logging instead of raw "ERROR 1: ..."
+    # lines on stderr; every failure that matters comes back as one error line that quotes GDAL's reason.
+    with rasterio.Env():
+        return predict_scene(
+            source, args.hse, args.lcz, confidence_path=args.confidence, stats_path=args.stats,
+            model_path=args.model, options=options, progress=console.progress, log=console.log,
+            is_cancelled=_raise_if_stopped, umep_path=args.umep, w2w_path=args.w2w, majority=args.majority,
+        )
 
 
-def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confidence_path: Optional[str] = None,
-                  stats_path: Optional[str] = None, model_path: Optional[str] = None,
-                  options: Optional[PredictOptions] = None,
-                  progress: Optional[Callable[[float], None]] = None,
-                  is_cancelled: Optional[Callable[[], bool]] = None,
-                  log: Optional[Callable[[str], None]] = None, umep_path: Optional[str] = None,
-                  w2w_path: Optional[str] = None, majority: int = 0) -> PredictResult:
-    """Predict HSE density and LCZ for a scene and write the outputs.
+def _failure(exc: BaseException, console: _Console) -> int:
+    """The exit status of a run that raised `exc`, after its one error line (re-raises with URBANMTL_DEBUG=1
+    what is a bug)."""
+    if isinstance(exc, UrbanMTLError):
+        return console.fail(str(exc), 2)
+    if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, Interrupted):
+            return console.fail(str(exc), exc.exit_code)
+        return console.fail("interrupted (SIGINT); no output was written.", 128 + signal.SIGINT)
+    if isinstance(exc, MemoryError):
+        return console.fail("out of memory; no output was written. Use a smaller --tile-size or --batch-size, or "
+                            "close other programs.", 2)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return console.fail(f"{exc.strerror or exc}{where}; no output was written. Check the disk space and the "
+                            f"permissions of the input and output folders.", 2)
+    if _stop_received is not None and not os.environ.get("URBANMTL_DEBUG"):
+        return console.fail(str(Interrupted(_stop_received)), 128 + _stop_received)
+    if os.environ.get("URBANMTL_DEBUG"):
+        raise exc
+    text = str(exc).strip()
+    return console.fail(f"unexpected {type(exc).__name__}: {text.splitlines()[0] if text else ''}; no output was "
+                        f"written. This is a bug: run again with URBANMTL_DEBUG=1 to see where it happened, and "
+                        f"report it.", 1)
 
-    input_path: a raster, a SAFE folder/.zip, a folder of band files, a glob pattern, or a list of band files.
-    Outputs: hse_path float32 0..1 at 20 m (nodata -1); lcz_path uint8 codes 1..17 at 100 m (0 = nodata,
-    colour table and category names); confidence_path float32 winning probability at 100 m (nodata -1);
-    stats_path CSV of per-class cells, area and mean HSE. All grids share the scene's upper-left corner;
-    a partial last pixel/cell is included. A 20 m pixel or 100 m cell is valid when at least half of its
-    10 m input pixels are valid. progress gets percent 0..100; is_cancelled is checked between batches
-    (then Cancelled is raised and nothing is written); log gets each message.
-    Exports (core.export, checked before any work, applied once the LCZ map is written): majority = 3 or 5
-    majority-filters the LCZ map in place; umep_path and w2w_path get its UMEP-coded and w2w (EPSG:4326) copies.
-    """
-    start = time.perf_counter()
-    options = options or PredictOptions()
-    messages: list[str] = []
 
-    def say(text: str) -> None:
-        messages.append(text)
-        if log is not None:
-            log(text)
+def _ignore_stop_signals() -> None:
+    """Nothing may interrupt the last clean-up: ignore further stop signals while removing what is left."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
 
-    validate_options(options)
-    plan = plan_outputs(hse_path, lcz_path, confidence_path, stats_path, overwrite=options.overwrite,
-                        inputs=_input_names(input_path))
-    exporting = bool(umep_path or w2w_path or majority)
-    if exporting:
-        _check_exports(plan, _input_names(input_path), umep_path, w2w_path, majority, options.overwrite)
-    # The output names are locked for the whole run: a second run writing any of them is refused at once.
-    with OutputLock(plan) as lock, open_scene(
-            input_path, bands=options.bands, extent=options.extent, extent_crs=options.extent_crs,
-            offset=options.offset) as scene:
-        _say_opened(lock, scene, say)
-        check_outputs_apart(plan, scene.files)
-        device, loaded, options, layout = _model_and_layout(scene, model_path, options, say)
-        stats, accumulator = _map_tiles(scene, layout, loaded, device, options, plan, lock, progress,
-                                        is_cancelled, keep_cells=bool(majority))
-        if exporting:   # still under the output lock
-            rows, exports = _export(plan, stats, umep_path, w2w_path, majority, options.overwrite, say)
-        else:
-            rows, exports = stats.rows(), {}
-        warped = scene.warped
-        valid_share = accumulator.valid_pixels / (scene.height * scene.width)
-    seconds = time.perf_counter() - start
-    say(f"Wrote {plan.hse}, {plan.lcz}" + (f", {plan.confidence}" if plan.confidence else "")
-        + (f", {plan.stats}" if plan.stats else "") + f" in {seconds:.1f} s ({100 * valid_share:.1f} % of the "
-        f"scene's pixels valid).")
-    return PredictResult(
-        hse_path=str(plan.hse), lcz_path=str(plan.lcz),
-        confidence_path=str(plan.confidence) if plan.confidence else None,
-        stats_path=str(plan.stats) if plan.stats else None,
-        stats=rows, seconds=seconds, warped=warped, messages=messages, exports=exports,
-    )
+
+def _print_stats(rows: list[dict]) -> None:
+    for row in rows:
+        if row["cells"]:
+            mean = "" if row["mean_hse"] is None else f"{row['mean_hse']:.3f}"
+            print(f"{row['letter']:>2} {row['name']:<22} {row['cells']:>8} cells {row['area_km2']:>10.2f} km2  "
+                  f"mean HSE {mean}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The CLI. Exit status: 0 done; 2 a problem the message explains (nothing was written); 1 an unexpected
+    failure (a bug: URBANMTL_DEBUG=1 shows the traceback); 128 + signal number when stopped (130 for Ctrl-C),
+    every temporary file removed."""
+    quiet_tensorflow_logs()
+    args = build_parser().parse_args(argv)
+    global _stop_received
+    _stop_received = None
+    previous = _install_stop_handlers()
+    console = _Console()
+    try:
+        result = _run(args, console)
+    except Exception as exc:
+        return _failure(exc, console)
+    except KeyboardInterrupt as exc:
+        return _failure(exc, console)
+    finally:
+        _ignore_stop_signals()
+        remove_temporaries()
+        _restore_handlers(previous)
+    if _stop_received is not None:    # recorded inside a library after the last batch: the outputs are complete
+        return console.fail(str(Interrupted(_stop_received, f"interrupted after the outputs were complete: "
+                                                          f"{result.hse_path} and {result.lcz_path} were written.")),
+                            128 + _stop_received)
+    console.close()
+    _print_stats(result.stats)
+    return 0
 
 
 if __name__ == "__main__":
     # Load Keras and TensorFlow now, while the start-up handler above is in place (a stop signal during this
-    # import is one line), as the command line always has; the library itself loads them when a model is loaded.
-    from . import model  # noqa: F401
-    from .predict_cli import main
-
+    # import is one line); the engine itself loads them when a model is loaded.
+    importlib.import_module(".network.model", __package__)
     sys.exit(main())

@@ -1,424 +1,91 @@
-"""`core.train.train`: one training run of the multitask network on the user's reference data, step by step.
-
-`python -m core.train` is its command line (core.train_cli). The run folder it writes is described in
-core.run_folder; the data pipeline is core.train_data; the Keras model and callbacks are core.trainer and
-core.train_callbacks.
-"""
+"""`python -m core.train`: the command line of training. Flags (and a --config file) become a TrainConfig, then
+core.training.run.train runs it; a user error exits with status 2 and one line on stderr."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import platform
 import sys
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
-
-from .config import TrainConfig
-from .errors import UrbanMTLError
-from .run_folder import LOG_FILE, STATE_FILE, open_run_folder, remove_new_files, truncate_log, write_state
-from .run_folder import plot_losses as _plot_losses
-from .train_cli import build_parser, main
-from .train_data import batches as _batches  # looked up here at run time: tests swap it
-from .data.batches import generator_dataset
-from .train_data import balance_scenes, check_balance, check_tasks, open_all, scene_key_matches, split_datasets
-
-__all__ = ["train", "main", "build_parser", "split_datasets", "scene_key_matches", "STATE_FILE", "LOG_FILE"]
-
-
-def train(cfg: TrainConfig, resume: bool = False, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train per `cfg`, writing the run folder `cfg.out`. Returns the model card. `callbacks`: further Keras
-    callbacks for the fit (e.g. a caller's progress report).
-
-    A new run that fails before its first epoch (bad data, a bad start model, ...) removes what it wrote, so
-    the corrected command can be run again with the same --out."""
-    run = Path(cfg.out) if cfg.out else None
-    existed = run is not None and run.exists()
-    before = set(run.iterdir()) if existed else set()
-    try:
-        return _train(cfg, resume, callbacks)
-    except _StartFailed as failed:
-        if not resume and run is not None:
-            remove_new_files(run, before, existed)
-        raise failed.error from None
-
-
-class _StartFailed(Exception):
-    """An UrbanMTLError raised before the first epoch of a new run (its files are then removed)."""
-
-    def __init__(self, error: UrbanMTLError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _train(cfg: TrainConfig, resume: bool, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    progress = {"started": False}
-    try:
-        return _train_run(cfg, resume, progress, callbacks)
-    except UrbanMTLError as exc:
-        if progress["started"]:
-            raise
-        raise _StartFailed(exc) from None
-
-
-@dataclass
-class _Plan:
-    """A run about to train: its settings, folder and state, its data, and where its epochs start."""
-
-    cfg: TrainConfig
-    run: Path
-    state: dict[str, Any]
-    resume: bool
-    model_cfg: Any                     # core.model.ModelConfig
-    train_sets: list
-    val_sets: list
-    steps: int                         # training batches per epoch
-    val_steps: int                     # validation batches (0: no validation data)
-    start: int                         # epochs already done
-    finished: bool                     # nothing left to train: the model is only written again
-
-
-def _train_run(cfg: TrainConfig, resume: bool, progress: dict[str, bool], callbacks: Sequence[Any] = ()
-               ) -> dict[str, Any]:
-    """The steps of a run; `progress["started"]` turns True once the first epoch begins."""
-    _check_settings(cfg)
-    run = Path(cfg.out)
-    state = open_run_folder(run, cfg, resume)
-    _seed(cfg.seed)
-    start_model = _start_model(cfg) if cfg.init_from else None
-    plan = _plan(cfg, run, state, resume, fine_tuning=start_model is not None)
-    with _strategy(cfg.distribute).scope():
-        trainer, infer_net = _build_trainer(plan.model_cfg, cfg.learning_rate, cfg.ema, cfg.label_margin,
-                                            **_fine_tuning(cfg, start_model))
-        _start_weights(plan, trainer, infer_net, start_model)
-    seconds = _fit(plan, trainer, progress, callbacks)
-    return _finish(plan, trainer, infer_net, seconds)
-
-
-def _check_settings(cfg: TrainConfig) -> None:
-    if not cfg.out:
-        raise UrbanMTLError("No run folder given. Pass --out RUN_DIR.")
-    if not cfg.data:
-        raise UrbanMTLError("No training data given. Pass --data PATH (or FORMAT:PATH) or set 'data' in --config.")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise UrbanMTLError("--epochs and --batch-size must be at least 1.")
-    if not 0.0 <= cfg.ema < 1.0:
-        raise UrbanMTLError(f"--ema must be at least 0 (off) and below 1, got {cfg.ema}. Use e.g. 0.998.")
-    if not isinstance(cfg.label_margin, int) or cfg.label_margin < 0 or cfg.label_margin % 2:
-        raise UrbanMTLError(f"--label-margin must be an even number of 10 m pixels, 0 or more (whole 20 m "
-                            f"pixels); got {cfg.label_margin!r}. Use e.g. 16.")
-    if cfg.freeze not in FREEZES:
-        raise UrbanMTLError(f"freeze must be one of {', '.join(FREEZES)}; got {cfg.freeze!r}.")
-    if cfg.distill < 0:
-        raise UrbanMTLError(f"distill must be 0 (off) or a positive weight; got {cfg.distill}.")
-    if 2 * cfg.label_margin >= cfg.patch_size:
-        raise UrbanMTLError(f"--label-margin {cfg.label_margin} leaves nothing of a {cfg.patch_size} px window "
-                            f"to learn from; use a margin below {cfg.patch_size // 2} or a larger --patch-size.")
-    check_balance(cfg.balance)
-
-
-def _seed(seed: Any) -> None:
-    """A seeded run draws weights, dropout and data order from `seed` and uses deterministic TensorFlow ops."""
-    import keras
-    import tensorflow as tf
-
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
-
-
-def _plan(cfg: TrainConfig, run: Path, state: dict[str, Any], resume: bool, fine_tuning: bool) -> _Plan:
-    """Open and split the data, check it against the variant's tasks and count the batches; says when the run
-    has nothing left to train."""
-    from .data import steps_per_epoch
-    from .model import ModelConfig
-
-    model_cfg = ModelConfig(variant=cfg.variant, base_width=cfg.base_width, in_bands=cfg.in_bands,
-                            dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
-    train_sets, val_sets = split_datasets(open_all(cfg.data, cfg.patch_size), cfg)
-    balance_scenes(train_sets, cfg.balance)
-    for d in train_sets:
-        if hasattr(d, "balance_classes"):
-            d.balance_classes, d.background_share = cfg.class_balance, cfg.background
-            d.rare_share, d.rare_classes = cfg.rare_windows, _codes(cfg.rare_classes)
-    check_tasks(model_cfg, train_sets, fine_tuning=fine_tuning)
-    _check_margin(cfg.label_margin, train_sets + val_sets)
-    steps = steps_per_epoch(train_sets, cfg.batch_size, training=True, mix=cfg.mix_batches)
-    val_steps = steps_per_epoch(val_sets, cfg.batch_size, training=False) if val_sets else 0
-    start = state["epochs_done"]
-    finished = start >= cfg.epochs or (resume and state["wait"] >= cfg.patience)
-    if finished:
-        why = (f"stopped early after {start} epochs" if start < cfg.epochs
-               else f"{start} of {cfg.epochs} epochs done; pass a larger --epochs with --resume to train on")
-        print(f"Run '{run}' already finished ({why}); writing its model again.")
-    return _Plan(cfg=cfg, run=run, state=state, resume=resume, model_cfg=model_cfg, train_sets=train_sets,
-                val_sets=val_sets, steps=steps, val_steps=val_steps, start=start, finished=finished)
-
-
-def _check_margin(margin: int, datasets) -> None:
-    """A label margin must leave part of every dataset's windows (patch datasets keep their own size)."""
-    for ds in datasets:
-        if 2 * margin >= ds.patch_size:
-            raise UrbanMTLError(
-                f"--label-margin {margin} leaves nothing of the {ds.patch_size} px patches of "
-                f"'{ds.describe().get('path', ds)}'; use a margin below {ds.patch_size // 2}.")
-
-
-def _strategy(name: str):
-    import tensorflow as tf
-
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise UrbanMTLError(
-                "--distribute multiworker needs the TF_CONFIG environment variable on every machine "
-                "(cluster addresses and this worker's index); see README 'Training on several machines'.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise UrbanMTLError(f"Unknown --distribute '{name}'. Choose none, mirrored or multiworker.")
-
-
-FREEZES = ("none", "backbone", "heads")
-
-
-def _codes(values: Sequence[str]) -> tuple[int, ...]:
-    """LCZ codes 1..17 of class names such as "1", "10", "A" or "G" (config rare_classes)."""
-    from .data.references import parse_lcz_value
-
-    codes = []
-    for value in values:
-        try:
-            code = parse_lcz_value(value)
-        except ValueError:
-            code = None
-        if code is None:
-            raise UrbanMTLError(f"rare_classes holds {value!r}, which is not an LCZ class; use 1-10 or A-G.")
-        codes.append(code)
-    return tuple(codes)
-
-
-def _fine_tuning(cfg: TrainConfig, start_model) -> dict[str, Any]:
-    """The trainer's fine-tuning settings: layers kept frozen, and the start model as a distillation target."""
-    import json
-
-    settings: dict[str, Any] = {"freeze": cfg.freeze}
-    if cfg.distill > 0 and start_model is not None:
-        start_model.network.trainable = False
-        settings.update(teacher=start_model.network, distill=cfg.distill)
-        if cfg.distill_map:
-            settings["remap"] = _distill_map(cfg.distill_map)
-    return settings
-
-
-def _distill_map(path: str) -> np.ndarray:
-    """The (17, G) matrix a distillation target passes through (core.finetune writes the file): the start
-    model's classes translated ("matrix", 17 x 17), then the classes of "lump" summed into one group, so that
-    the distillation keeps how much goes to each other class and to the lumped ones together, and leaves the
-    split among the lumped classes to the references."""
-    import json
-
-    from .lcz import NUM_CLASSES
-
-    values = json.loads(Path(path).read_text())
-    matrix = np.asarray(values.get("matrix", np.eye(NUM_CLASSES)), dtype=np.float32)
-    if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
-        raise UrbanMTLError(f"distill_map {path}: 'matrix' is {matrix.shape}, not {NUM_CLASSES} x {NUM_CLASSES}.")
-    lump = [int(c) for c in values.get("lump", [])]
-    others = [c for c in range(1, NUM_CLASSES + 1) if c not in lump]
-    groups = np.zeros((NUM_CLASSES, len(others) + (1 if lump else 0)), np.float32)
-    for j, c in enumerate(others):
-        groups[c - 1, j] = 1.0
-    for c in lump:
-        groups[c - 1, -1] = 1.0
-    return np.stack([matrix @ groups, groups])
-
-
-def freeze_layers(network, freeze: str) -> None:
-    """Keep layers of the training network at their weights: "backbone" = blocks 1-4 (the shared features),
-    the HSE head (its CBAM and output) and every BatchNorm (which then runs on its moving statistics)."""
-    import keras
-
-    if freeze == "none":
-        return
-    heads = ("lcz_ds0", "lcz_ds1", "lcz_ds2", "lcz_main", "lcz_p2f")
-    for layer in network.layers:
-        if freeze == "heads" and layer.name not in heads and layer.weights:
-            layer.trainable = False
-        if (layer.name.startswith(("block1", "block2", "block3", "block4", "hse"))
-                or isinstance(layer, keras.layers.BatchNormalization)):
-            layer.trainable = False
-
-
-def _trainer_class():
-    """core.trainer.MultitaskTrainer (bench/bench_train.py imports it from here under this name)."""
-    from .trainer import MultitaskTrainer
-
-    return MultitaskTrainer
-
-
-def _build_trainer(model_cfg, learning_rate: float, ema: float = 0.0, label_margin: int = 0, freeze: str = "none",
-                   teacher=None, distill: float = 0.0, remap=None):
-    """(trainer, inference network): the networks of `model_cfg`, the trainer around the training one, built
-    on a dummy batch and compiled with its optimizer's variables made (to be restored on --resume). ema > 0:
-    the optimizer also keeps a moving average of the weights with that momentum (core.train_callbacks).
-    label_margin: pixels of each window's edge the losses leave out (core.trainer)."""
-    import keras
-
-    from .model import build_networks
-    from .trainer import MultitaskTrainer
-
-    train_net, infer_net = build_networks(model_cfg)
-    freeze_layers(train_net, freeze)
-    tasks = tuple(t for t in ("hse", "lcz") if getattr(model_cfg, f"has_{t}"))
-    trainer = MultitaskTrainer(train_net, model_cfg.spec["weighting"], tasks, label_margin=label_margin,
-                               teacher=teacher, distill=distill, remap=remap)
-    size = 8
-    trainer({k: np.zeros((1, size // (2 if k == "hse_guide" else 1), size // (2 if k == "hse_guide" else 1),
-                          v.shape[-1]), "float32") for k, v in train_net.input.items()})
-    optimizer = keras.optimizers.Nadam(learning_rate=learning_rate, use_ema=ema > 0, ema_momentum=ema)
-    trainer.compile(optimizer=optimizer)
-    trainer.optimizer.build(trainer.trainable_variables)
-    return trainer, infer_net
-
-
-def _start_weights(plan: _Plan, trainer, infer_net, start_model) -> None:
-    """A resumed run: its last checkpoint, optimizer state and log up to it. A new fine-tuning run: the start
-    model's weights. Otherwise the fresh (seeded) weights stay."""
-    resumed = plan.resume and plan.start > 0
-    if start_model is not None and not resumed:
-        _copy_weights(start_model, infer_net)
-    if not resumed:
-        return
-    trainer.load_weights(plan.run / "last.weights.h5")
-    with np.load(plan.run / "last.optimizer.npz") as saved_vars:
-        for var, key in zip(trainer.optimizer.variables, sorted(saved_vars.files, key=lambda k: int(k.split("_")[1]))):
-            var.assign(saved_vars[key])
-    truncate_log(plan.run / LOG_FILE, plan.start)
-    if not plan.finished:
-        print(f"Resuming '{plan.run}' after epoch {plan.start} (best {plan.state.get('monitor', 'loss')} "
-              f"{plan.state['best']:.4f} at epoch {plan.state['best_epoch']}).")
-
-
-def _start_model(cfg: TrainConfig):
-    """The model to fine-tune from (cfg.init_from), loaded; cfg takes over its architecture from its card."""
-    from .model import load_model
-
-    loaded = load_model(cfg.init_from)
-    arch = loaded.card.get("config") or {}
-    if not arch:
-        raise UrbanMTLError(
-            f"The start model '{loaded.path}' has no model card (model_card.json beside it) saying how it was "
-            f"built, so its weights cannot be placed in a new network. Use a model written by core.train.")
-    for key in ("variant", "base_width", "in_bands", "dropout", "bn_momentum"):
-        if key in arch:
-            setattr(cfg, key, arch[key])
-    print(f"Fine-tuning from {loaded.path} (variant {cfg.variant}, base width {cfg.base_width}).")
-    return loaded
-
-
-def _copy_weights(loaded, network) -> None:
-    """Copy the start model's weights into `network` (the same architecture, checked weight by weight)."""
-    source, target = loaded.network.get_weights(), network.get_weights()
-    if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source, target)):
-        raise UrbanMTLError(
-            f"The start model '{loaded.path}' does not have the architecture its card states (weights differ "
-            f"in number or shape). Retrain it, or start without --init-from.")
-    network.set_weights(source)
-
-
-def _fit(plan: _Plan, trainer, progress: dict[str, bool], callbacks: Sequence[Any]) -> float:
-    """Train the remaining epochs (none when finished); returns the seconds trained over all sessions of the
-    run, also kept in state.json."""
-    from .train_callbacks import run_callbacks
-
-    cfg, state = plan.cfg, plan.state
-    monitor = "val_loss" if plan.val_sets else "loss"
-    state["monitor"] = monitor
-    train_ds = generator_dataset(lambda: _batches(plan.train_sets, cfg, plan.start, True), cfg.in_bands)
-    val_ds = (generator_dataset(lambda: _batches(plan.val_sets, cfg, 0, False), cfg.in_bands)
-              if plan.val_sets else None)
-    samples = sum(len(d) for d in plan.train_sets)
-    print(f"Training {cfg.variant} (base width {plan.model_cfg.base_width}) on {samples} samples/epoch "
-          f"({plan.steps} steps), validating on {plan.val_steps} batches; run folder {plan.run}")
-    started = time.time()
-    progress["started"] = True  # from here on a failure leaves the checkpoints for --resume
-    if not plan.finished:
-        trainer.fit(train_ds, epochs=cfg.epochs, initial_epoch=plan.start, steps_per_epoch=plan.steps,
-                    validation_data=val_ds, validation_steps=plan.val_steps or None, shuffle=False,
-                    callbacks=run_callbacks(trainer, plan.run, cfg, state, monitor) + list(callbacks),
-                    verbose=1 if sys.stdout.isatty() else 2)
-    seconds = time.time() - started + state.get("seconds", 0.0)
-    state["seconds"] = seconds
-    write_state(plan.run, state)
-    return seconds
-
-
-def _finish(plan: _Plan, trainer, infer_net, seconds: float) -> dict[str, Any]:
-    """Write the best epoch's inference network as model.keras with its card, and the loss curve."""
-    from .model import save_model
-
-    if (plan.run / "best.weights.h5").exists():
-        trainer.load_weights(plan.run / "best.weights.h5")
-    metrics = _final_metrics(infer_net, plan.val_sets or plan.train_sets, plan.cfg, plan.run)
-    card = _model_card(plan, trainer, infer_net, metrics, seconds)
-    save_model(infer_net, plan.run / "model.keras", card)
-    _plot_losses(plan.run / LOG_FILE, plan.run / "loss_curve.png")
-    print(f"Wrote {plan.run / 'model.keras'} and {plan.run / 'model_card.json'}")
-    return card
-
-
-def _model_card(plan: _Plan, trainer, infer_net, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The model card: core.model's description of the network, plus how it was trained and its metrics."""
-    import keras
-
-    from .model import base_card
-
-    state = plan.state
-    card = base_card(plan.model_cfg, infer_net)
-    card.update(
-        parameters=card["parameters"],
-        learned_log_variances={t: float(keras.ops.convert_to_numpy(v)) for t, v in trainer.log_vars.items()},
-        training={
-            "config": asdict(plan.cfg),
-            "epochs_run": state["epochs_done"],
-            "best_epoch": state["best_epoch"],
-            "monitor": state["monitor"],
-            "best": state["best"],
-            "seconds": round(seconds, 1),
-            "data": [d.describe() for d in plan.train_sets],
-            "validation_data": [d.describe() for d in plan.val_sets],
-            "metrics_on": "validation data" if plan.val_sets else "training data (no validation split)",
-        },
-        epochs_run=state["epochs_done"],
-        metrics=metrics,
-        software=_versions(),
+from typing import Optional
+
+from .common.errors import UrbanMTLError
+from .training.config import config_keys, load_config_file, make_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `python -m core.train`; a flag left out is None, so the config file or the default applies."""
+    p = argparse.ArgumentParser(
+        prog="python -m core.train",
+        description="Train the urbanmtl multitask network (HSE density + LCZ) and write a run folder with "
+                    "model.keras, model_card.json, log.csv, checkpoints, TensorBoard logs and a loss curve. "
+                    "Defaults are the paper's (Qiu et al. 2022); a --config file (YAML/JSON) sets any of them, "
+                    "flags override the file.",
     )
-    return card
+    p.add_argument("--data", nargs="+", help="training datasets: paths, format detected from content, or "
+                   "FORMAT:PATH with FORMAT in authors, so2sat, eurosat, scene, shared")
+    p.add_argument("--val-data", nargs="+", help="validation datasets (default: split --val-fraction off the "
+                   "training data by patch, or by area for scenes)")
+    p.add_argument("--val-fraction", type=float, help="share split off for validation when no --val-data is "
+                   "given (default 0.2)")
+    p.add_argument("--split-seed", type=int, help="seed of that split (default 0), independent of --seed")
+    p.add_argument("--balance", choices=["area", "scene"],
+                   help="windows per epoch of the scenes of a folder of manifests: in proportion to their area "
+                        "(default) or the same for every scene")
+    p.add_argument("--variant", help="hse, lcz, mtl_equal, mtl_learned, mtl_learned_p2f (default), mtl_no_cbam, "
+                   "mtl_equal_p2f")
+    p.add_argument("--base-width", type=int, help="base number of filters f (default 16)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 100)")
+    p.add_argument("--batch-size", type=int, help="patches per batch, over all GPUs (default 8)")
+    p.add_argument("--patch-size", type=int, help="training patch size in 10 m pixels (default 128)")
+    p.add_argument("--learning-rate", type=float, help="Nesterov Adam learning rate (default 0.002)")
+    p.add_argument("--lr-decay", type=float, help="learning-rate factor applied every --lr-decay-every epochs "
+                   "(default 0.75)")
+    p.add_argument("--lr-decay-every", type=int, help="epochs between learning-rate decays (default 2)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 10)")
+    p.add_argument("--spectral-jitter", type=float, help="sigma of per-band multiplicative jitter (default 0)")
+    p.add_argument("--ema", type=float, help="momentum of a moving average of the weights that is validated and "
+                   "kept as the model, e.g. 0.998 (default 0 = off)")
+    p.add_argument("--label-margin", type=int, help="10 m pixels on each side of a training window that the "
+                   "losses leave out, e.g. 16 (default 0); the model then maps with tiles overlapping by twice it")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                   help="switch off the 8 flips/rotations")
+    p.add_argument("--seed", type=int, help="seed for data order, augmentation and weights (deterministic run)")
+    p.add_argument("--init-from", help="fine-tune: start from this model (model.keras or run folder); its card "
+                   "sets the architecture")
+    p.add_argument("--distribute", choices=["none", "mirrored", "multiworker"],
+                   help="none (default), mirrored (all GPUs of this machine), multiworker (several machines; "
+                        "needs TF_CONFIG)")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--config", help="YAML or JSON file with any of: " + ", ".join(config_keys()))
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    return p
 
 
-def _final_metrics(network, datasets, cfg: TrainConfig, run: Path) -> dict[str, Any]:
-    """The evaluation metrics (core.evaluate.score) of the final network on `datasets`: hse, lcz and, for
-    datasets with human scene labels, scene_labels."""
-    from .evaluate import score
-    from .model import LoadedModel
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        flags = {k: v for k, v in vars(args).items() if k not in ("config", "resume")}
+        if args.resume:
+            # A resumed run keeps its data, model and schedule; only the epoch budget may change.
+            if not args.out:
+                raise UrbanMTLError("--resume needs --out RUN_DIR (the run to continue).")
+            saved = Path(args.out) / "config.json"
+            if not saved.exists():
+                raise UrbanMTLError(f"Cannot resume: '{args.out}' holds no training run (no config.json). "
+                                    f"Start a new run without --resume.")
+            cfg = make_config(json.loads(saved.read_text()), {"epochs": args.epochs, "out": args.out})
+        else:
+            file_values = load_config_file(args.config) if args.config else {}
+            cfg = make_config(file_values, flags)
+        from .training.run import train
 
-    loaded = LoadedModel(network=network, card={}, path=run / "model.keras")
-    result = score(loaded, [(d.describe().get("path", ""), d) for d in datasets], batch_size=cfg.batch_size,
-                   hse_threshold=cfg.hse_threshold)
-    return {k: result[k] for k in ("hse", "lcz", "scene_labels") if k in result}
-
-
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+        train(cfg, resume=args.resume)
+    except UrbanMTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ import time
 import traceback
 from typing import IO, Any, Callable, Optional, Sequence
 
-from .errors import UrbanMTLError
-from .spec import DEVICES
+from .common.errors import UrbanMTLError
+from .common.signals import defer_signal
+from .common.spec import DEVICES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_MISSING, EXIT_CANCELLED = 0, 1, 2, 3, 130
 #: Fields of core.predict.PredictOptions a PARAMS file may set.
@@ -59,9 +60,6 @@ class Stopped(KeyboardInterrupt):
 
 #: core.outputs.defer_signal where the engine has it: True while outputs are being renamed into place, when
 #: a stop must wait until the rename is done (set once core.predict is imported).
-_defer_signal: Optional[Callable[[int], bool]] = None
-
-
 class Channel:
     """The JSON-lines channel to the parent, on a private copy of stdout.
 
@@ -163,7 +161,7 @@ def _install_stop_handlers(watch_stdin: bool) -> threading.Event:
         if stopped.is_set():
             return
         stopped.set()
-        if _defer_signal is not None and _defer_signal(signum):
+        if defer_signal(signum):
             return          # the engine stops itself right after the rename
         raise Stopped()
 
@@ -181,67 +179,49 @@ def _install_stop_handlers(watch_stdin: bool) -> threading.Event:
     return stopped
 
 
-def import_engine(channel: Channel, *modules: str, packages: Sequence[str] = ()) -> Optional[list[Any]]:
-    """Import TensorFlow, the engine modules `core.<name>` and the further `packages` a run needs:
-    [tensorflow, module, ...], or None after reporting the package that is missing (an "error" event of kind
-    "missing")."""
+def import_engine(channel: Channel, *modules: str) -> Optional[list[Any]]:
+    """Import TensorFlow, the network's layers and `modules` (".mapping.predict": a module of core; else a package,
+    e.g. "sklearn.ensemble"): [tensorflow, module, ...], or None after reporting the package that is missing (an
+    "error" event of kind "missing")."""
     import importlib
 
     try:
         import tensorflow
 
-        from . import model, outputs  # noqa: F401 - core.model: Keras and the network's layers (the engine
-        # modules load them only when a model is loaded; a missing Keras is reported here, as "missing")
-
-        loaded = [tensorflow] + [importlib.import_module(f".{name}", __package__) for name in modules]
-        for package in packages:
-            importlib.import_module(package)
+        # Keras and the network's layers: the engine loads them only with a model; a missing Keras is said here.
+        importlib.import_module(".network.model", __package__)
+        loaded = [tensorflow] + [importlib.import_module(m, __package__ if m.startswith(".") else None)
+                                 for m in modules]
     except ImportError as exc:
         module = (exc.name or "").split(".")[0] or None
         channel.send("error", kind="missing", module=module,
                      message=f"The Python package '{module or exc}' cannot be imported ({exc}).")
         return None
-    global _defer_signal
-    _defer_signal = getattr(outputs, "defer_signal", None)
     return loaded
 
 
 def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Event] = None) -> int:
     """Import the engine, map the scene, report; returns the exit status."""
-    loaded = import_engine(channel, "predict")
+    loaded = import_engine(channel, ".mapping.predict", ".network.inference")
     if loaded is None:
         return EXIT_MISSING
-    tf, predict = loaded
+    tf, predict, inference = loaded
     options = predict.PredictOptions(**params["options"])
     predict.validate_options(options)
-    device = predict.select_device(options.device).strip("/").split(":")[0]
+    device = inference.select_device(options.device).strip("/").split(":")[0]
     channel.send("ready", python=sys.executable, tensorflow=tf.__version__, device=device)
-
-    # predict_scene does not return its tile count: count the tiles of the layout it makes.
-    layouts: list[Any] = []
-    make_layout = predict.make_layout
-
-    def counting_layout(*args: Any, **kwargs: Any) -> Any:
-        layouts.append(make_layout(*args, **kwargs))
-        return layouts[-1]
-
-    predict.make_layout = counting_layout
-    try:
-        result = predict.predict_scene(
-            params["input"], params["hse"], params["lcz"], confidence_path=params.get("confidence"),
-            stats_path=params.get("stats"), model_path=params.get("model"), options=options,
-            umep_path=params.get("umep"), w2w_path=params.get("w2w"), majority=int(params.get("majority") or 0),
-            progress=lambda percent: channel.send("progress", percent=round(float(percent), 2)),
-            is_cancelled=(stopped.is_set if stopped is not None else None),
-            log=lambda text: channel.send("log", message=str(text)),
-        )
-    finally:
-        predict.make_layout = make_layout
+    result = predict.predict_scene(
+        params["input"], params["hse"], params["lcz"], confidence_path=params.get("confidence"),
+        stats_path=params.get("stats"), model_path=params.get("model"), options=options,
+        umep_path=params.get("umep"), w2w_path=params.get("w2w"), majority=int(params.get("majority") or 0),
+        progress=lambda percent: channel.send("progress", percent=round(float(percent), 2)),
+        is_cancelled=(stopped.is_set if stopped is not None else None),
+        log=lambda text: channel.send("log", message=str(text)),
+    )
     stats = [{k: _finite(v) for k, v in row.items()} for row in result.stats]
-    tiles = getattr(result, "tiles", len(layouts[-1]) if layouts else None)
     channel.send(
         "result", hse=result.hse_path, lcz=result.lcz_path, confidence=result.confidence_path,
-        stats_path=result.stats_path, stats=stats, tiles=tiles,
+        stats_path=result.stats_path, stats=stats, tiles=result.tiles,
         seconds=round(result.seconds, 3), area_km2=sum(float(r.get("area_km2") or 0.0) for r in stats),
         device=device, warped=bool(result.warped), umep=result.exports.get("umep"), w2w=result.exports.get("w2w"),
         majority=result.exports.get("majority", 0), majority_changed=result.exports.get("changed_cells", 0),

@@ -21,7 +21,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from core.errors import UrbanMTLError
+from core.common.errors import UrbanMTLError
 
 ROOT = Path(__file__).resolve().parent.parent
 CITIES = ROOT.parent / "shared" / "data" / "cities"
@@ -65,7 +65,7 @@ def stack_bands(band_dir: Path, vrt: Path) -> Path:
     with band descriptions, so QGIS can load the scene as one raster layer."""
     from osgeo import gdal
 
-    from core.bands import LAYOUTS
+    from core.common.bands import LAYOUTS
 
     gdal.UseExceptions()
     files = [str(next(band_dir.glob(f"*_B{name[1:].zfill(2) if name != 'B8A' else '8A'}.jp2")))
@@ -122,7 +122,7 @@ def teacher_comparison(scene: Path, lcz: Path, png: Path) -> Path:
     import rasterio
 
     from core.data import load_manifest
-    from core.evaluate_maps import reference_lcz_cells
+    from core.evaluation.maps import reference_lcz_cells
 
     from .figure import teacher_figure
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.lcz import COLORS, NUM_CLASSES, hex_to_rgb, label
+from core.common.lcz import COLORS, NUM_CLASSES, hex_to_rgb, label
 
 
 def _true_colour(source: Path, shape: tuple[int, int]) -> np.ndarray:

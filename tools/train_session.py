@@ -98,7 +98,7 @@ def shot(widget, name):
 
 def lcz_legend():
     """{letter: (label, colour)} of the LCZ classes, from the plugin's core/lcz.py (numpy only)."""
-    from urbanmtl.core import lcz
+    from urbanmtl.core.common import lcz
 
     return {lcz.LETTERS[code - 1]: (lcz.label(code), lcz.COLORS[code - 1]) for code in lcz.CODES}
 

@@ -28,15 +28,13 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from ..core import spec
-from ..core.spec import MODEL_BANDS
+from ..core.common import spec
+from ..core.common.spec import MODEL_BANDS
 from . import styles
 from .algorithm_base import UrbanmtlAlgorithm
 from .help import help_html
-from .layers import (  # noqa: F401 - re-exported
-    band_mismatches, band_names, chosen_bands, layer_band_descriptions, layer_file,
-)
-from .run_engine import run_engine, tr, user_text  # noqa: F401 - re-exported (ui.train_algorithm, tests)
+from .layers import chosen_bands, layer_file
+from .run_engine import run_engine
 
 #: DEVICE enum index -> PredictOptions.device (QGIS 3.22 enums pass the index, not the text).
 DEVICES: tuple[str, ...] = spec.DEVICES

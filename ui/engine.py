@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
-import shutil  # noqa: F401 - engine.shutil is the module ui.interpreter uses (tests patch shutil.which through it)
 import subprocess
 import tempfile
 import threading
@@ -24,12 +22,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from ..core.spec import LOCK_SUFFIX, temporary_pattern
-from .interpreter import (  # noqa: F401 - the interpreter search and diagnosis, still reachable as engine.*
-    ENV_VAR, PLUGIN_DIR, PROBE_CODE, PROBE_TIMEOUT, REQUIRED_MODULES, SETTINGS_KEY, SYSTEM_PYTHON, TENSORFLOW_PIN,
-    EngineError, Interpreter, ProbeResult, _hidden_window, check_interpreter, child_environment, find_python,
-    install_command, missing_message, probe, tr, venv_python,
-)
+from ..core.common.spec import LOCK_SUFFIX, temporary_pattern
+from .interpreter import PLUGIN_DIR, EngineError, Interpreter, hidden_window, tr
 
 #: How often the run loop looks at the cancel flag, and how long SIGTERM may take before SIGKILL (seconds).
 POLL_SECONDS = 0.1
@@ -157,7 +151,7 @@ class EngineRun:
             self.process = subprocess.Popen(
                 command, cwd=str(self.plugin_dir), env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1,
-                **_hidden_window())
+                **hidden_window())
         except OSError as exc:
             self._cleanup_params()
             raise EngineError(tr("Cannot start the urbanmtl engine with '{python}': {error}").format(

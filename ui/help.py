@@ -6,7 +6,7 @@ import os
 
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 
-from ..core.spec import BASELINE_OFFSET, DN_SCALE, HSE_GSD_M, LCZ_GSD_M, NUM_CLASSES
+from ..core.common.spec import BASELINE_OFFSET, DN_SCALE, HSE_GSD_M, LCZ_GSD_M, NUM_CLASSES
 from .interpreter import PLUGIN_DIR
 
 README_PATH = os.path.join(str(PLUGIN_DIR), "README.md")

@@ -151,7 +151,7 @@ def probe(python: str, env: Optional[dict[str, str]] = None) -> ProbeResult:
     try:
         done = subprocess.run([python, "-c", PROBE_CODE], capture_output=True, text=True, timeout=PROBE_TIMEOUT,
                               env=env if env is not None else child_environment(), cwd=tempfile.gettempdir(),
-                              **_hidden_window())
+                              **hidden_window())
     except (OSError, subprocess.SubprocessError) as exc:
         raise EngineError(tr("The Python interpreter '{python}' cannot be run: {error}").format(
             python=python, error=exc)) from None
@@ -205,7 +205,7 @@ def check_interpreter(interpreter: Interpreter, env: dict[str, str]) -> ProbeRes
     return info
 
 
-def _hidden_window() -> dict[str, Any]:
+def hidden_window() -> dict[str, Any]:
     """No console window flashing up on Windows."""
     flag = getattr(subprocess, "CREATE_NO_WINDOW", 0)
     return {"creationflags": flag} if flag else {}

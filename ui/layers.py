@@ -8,8 +8,8 @@ from typing import Optional
 from qgis.core import QgsProcessingException, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
 
-from ..core.bands import normalize_band_name
-from ..core.spec import MODEL_BANDS
+from ..core.common.bands import normalize_band_name
+from ..core.common.spec import MODEL_BANDS
 
 
 def tr(text: str) -> str:

@@ -12,6 +12,9 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication
 
 from . import engine
+from .interpreter import (
+    SETTINGS_KEY, EngineError, check_interpreter, child_environment, find_python, missing_message,
+)
 
 _KM2 = re.compile(r"\bkm2\b")
 
@@ -32,13 +35,13 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
     Returns its result event. `cleanup` is called after a stopped child (see ui.engine.EngineRun)."""
     settings = QgsSettings()
     try:
-        interpreter = engine.find_python(explicit_python or None, settings.value(engine.SETTINGS_KEY, "", str))
-        env = engine.child_environment()
-        info = engine.check_interpreter(interpreter, env)
-    except engine.EngineError as exc:
+        interpreter = find_python(explicit_python or None, settings.value(SETTINGS_KEY, "", str))
+        env = child_environment()
+        info = check_interpreter(interpreter, env)
+    except EngineError as exc:
         raise QgsProcessingException(str(exc)) from None
     if explicit_python:
-        settings.setValue(engine.SETTINGS_KEY, interpreter.path)
+        settings.setValue(SETTINGS_KEY, interpreter.path)
     feedback.pushInfo(tr("Engine: {python} ({source})").format(python=interpreter.path, source=interpreter.source))
 
     run = engine.EngineRun(interpreter, params, env, feedback.isCanceled, module=module, cleanup=cleanup)
@@ -50,7 +53,7 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
             _show(event, feedback, ended, remaining)
     except engine.EngineCancelled as exc:
         raise QgsProcessingException(str(exc)) from None
-    except engine.EngineError as exc:
+    except EngineError as exc:
         raise QgsProcessingException(str(exc)) from None
     finally:
         # Whatever ended the loop early, no child outlives the run and no temporary file stays behind.
@@ -61,7 +64,7 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
     if error is not None:
         if error.get("kind") == "missing":
             module_name = error.get("module")
-            raise QgsProcessingException(engine.missing_message(
+            raise QgsProcessingException(missing_message(
                 interpreter, [module_name] if module_name else [], info))
         if error.get("kind") == "internal" and error.get("detail"):
             feedback.pushDebugInfo(str(error["detail"]))

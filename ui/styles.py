@@ -10,6 +10,7 @@ from qgis.core import (
     QgsColorRampLegendNodeSettings,
     QgsColorRampShader,
     QgsLayerTree,
+    QgsLayerTreeLayer,
     QgsMapLayerLegendUtils,
     QgsGradientColorRamp,
     QgsGradientStop,
@@ -27,7 +28,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication, QTimer
 from qgis.PyQt.QtGui import QColor
 
-from ..core.lcz import CODES, COLORS, label
+from ..core.common.lcz import CODES, COLORS, label
 
 #: The output kinds this module styles, named as in core.predict (PredictResult.hse_path, ...).
 HSE, LCZ, CONFIDENCE = "hse", "lcz", "confidence"

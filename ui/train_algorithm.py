@@ -31,8 +31,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 
-from ..core import finetune_worker, spec
-from ..core.finetune_setup import DISTILL, MAX_EPOCHS
+from ..core import finetune_worker
+from ..core.common import spec
+from ..core.finetuning.setup import DISTILL, MAX_EPOCHS
 from .algorithm_base import UrbanmtlAlgorithm
 from .help import README_PATH
 from .layers import chosen_bands, layer_file

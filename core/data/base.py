@@ -20,10 +20,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..bands import MODEL_BANDS
-from ..errors import UrbanMTLError
-from ..fill import fill_invalid
-from ..lcz import NUM_CLASSES
+from ..common.bands import MODEL_BANDS
+from ..common.errors import UrbanMTLError
+from ..inputs.fill import fill_invalid
+from ..common.lcz import NUM_CLASSES
 
 #: Bands per image pixel (MODEL_BANDS).
 NUM_BANDS = len(MODEL_BANDS)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import UrbanMTLError
-from ..lcz import NUM_CLASSES
+from ..common.errors import UrbanMTLError
+from ..common.lcz import NUM_CLASSES
 from .augment import NUM_TRANSFORMS, atmosphere as apply_atmosphere, augment_sample, spectral_jitter as apply_jitter
 from .base import NUM_BANDS, Dataset
 

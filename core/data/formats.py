@@ -8,7 +8,7 @@ from typing import Optional
 
 import h5py
 
-from ..errors import UrbanMTLError
+from ..common.errors import UrbanMTLError
 from .base import Dataset, check_patch_size
 from .manifest import SceneSpec, load_manifest, parse_manifest_text
 from .patches import PATCH_FORMATS

@@ -7,7 +7,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from ..errors import UrbanMTLError
+from ..common.errors import UrbanMTLError
 
 
 def open_h5(path: str) -> h5py.File:

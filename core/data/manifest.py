@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ..bands import LAYOUTS
-from ..errors import UrbanMTLError
+from ..common.bands import LAYOUTS
+from ..common.errors import UrbanMTLError
 
 #: Every key a manifest may hold, with what it means (shown when a manifest has an unknown key).
 MANIFEST_KEYS: dict[str, str] = {

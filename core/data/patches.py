@@ -32,9 +32,9 @@ from typing import Any, Optional, Sequence
 import h5py
 import numpy as np
 
-from ..bands import LAYOUTS, MODEL_BANDS, dn_to_reflectance, resolve_band_indices
-from ..errors import UrbanMTLError
-from ..lcz import NUM_CLASSES
+from ..common.bands import LAYOUTS, MODEL_BANDS, dn_to_reflectance, resolve_band_indices
+from ..common.errors import UrbanMTLError
+from ..common.lcz import NUM_CLASSES
 from .base import (
     NUM_BANDS,
     PATCH_MULTIPLE,

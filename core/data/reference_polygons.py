@@ -15,8 +15,8 @@ from rasterio.features import bounds as geometry_bounds
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
-from ..errors import UrbanMTLError
-from ..lcz import ALIASES, LETTERS, NUM_CLASSES
+from ..common.errors import UrbanMTLError
+from ..common.lcz import ALIASES, LETTERS, NUM_CLASSES
 from .reference_rasters import Bounds, crs_label
 
 Shape = tuple[dict[str, Any], int, Bounds]  # geometry in the image CRS, LCZ code 1..17, its bounds

@@ -24,9 +24,9 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-from ..errors import UrbanMTLError
-from ..input_grid import crs_label
-from ..lcz import normalize_codes
+from ..common.errors import UrbanMTLError
+from ..inputs.grid import crs_label
+from ..common.lcz import normalize_codes
 
 #: Source pixels read beyond the window on every side, so kernels near the window edge see full support.
 MARGIN_PX = 2

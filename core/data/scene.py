@@ -2,7 +2,7 @@
 
 The manifest (YAML/JSON) and its keys: core.data.manifest. References are brought onto the image grid window by
 window: HSE averaged onto the 20 m grid aligned with the image, LCZ codes nearest onto the 10 m grid, probability
-rasters bilinear or nearest onto the 10 m grid, polygons burnt into the 10 m grid (core.data.references).
+rasters bilinear or nearest onto the 10 m grid, polygons burnt into the 10 m grid (core.data.reference_rasters, core.data.reference_polygons).
 Nothing is read whole.
 
 Sampling (core.data.windows): the usable scene is cut into square blocks of 2 x patch_size pixels. Training
@@ -24,13 +24,14 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from ..bands import LAYOUTS, MODEL_BANDS
-from ..errors import UrbanMTLError
-from ..lcz import NUM_CLASSES
-from ..raster import Scene, open_scene
+from ..common.bands import LAYOUTS, MODEL_BANDS
+from ..common.errors import UrbanMTLError
+from ..common.lcz import NUM_CLASSES
+from ..inputs.scene import Scene, open_scene
 from .base import MAX_NODATA_SHARE, Dataset, apply_image_nodata, check_val_fraction, codes_to_onehot, renormalize_rows
-from .manifest import MANIFEST_KEYS, SceneSpec, load_manifest, parse_manifest_text
-from .references import PolygonReference, RasterReference
+from .manifest import SceneSpec
+from .reference_polygons import PolygonReference
+from .reference_rasters import RasterReference
 from .scene_references import ImageGrid, open_hse, open_lcz, open_polygons
 from .windows import (
     Block,
@@ -40,13 +41,9 @@ from .windows import (
     draw_in_blocks,
     evaluation_tiles,
     polygon_centres,
-    tile_offsets,
     usability,
 )
 
-# SceneDataset, and the manifest and window names that lived here before they had modules of their own.
-__all__ = ["SceneDataset", "SceneSpec", "MANIFEST_KEYS", "load_manifest", "parse_manifest_text", "block_edges",
-           "tile_offsets", "Block", "MAX_DRAWS", "POLYGON_WINDOWS"]
 
 #: Attempts at a training window before the best one seen is kept (nodata-heavy scenes).
 MAX_DRAWS = 32

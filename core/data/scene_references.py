@@ -10,8 +10,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
-from ..errors import UrbanMTLError
-from ..lcz import NUM_CLASSES
+from ..common.errors import UrbanMTLError
+from ..common.lcz import NUM_CLASSES
 from .manifest import SceneSpec
 from .reference_polygons import PolygonReference
 from .reference_rasters import (

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..errors import UrbanMTLError
+from ..common.errors import UrbanMTLError
 from .base import MAX_NODATA_SHARE
 
 Block = tuple[int, int, int, int]  # row0, row1, col0, col1 in 10 m image pixels

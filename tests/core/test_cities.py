@@ -11,12 +11,12 @@ import pytest
 import rasterio
 from affine import Affine
 
-from core.config import TrainConfig, load_config_file, make_config
+from core.training.config import TrainConfig, load_config_file, make_config
 from core.data import iterate_batches, open_datasets, steps_per_epoch
-from core.data import references as references_module
+from core.data.reference_rasters import RasterReference
 from core.data.formats import detect_format
-from core.errors import UrbanMTLError
-from core.train import split_datasets
+from core.common.errors import UrbanMTLError
+from core.training.run import split_datasets
 from tests import fakedata
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_mixed_batches_hold_samples_of_several_scenes(tmp_path):
 
 
 def test_balance_scene_gives_every_city_scene_the_same_windows_and_keeps_patch_files_by_area(folder, tmp_path):
-    from core.train_data import balance_scenes
+    from core.training.datasets import balance_scenes
 
     eurosat = fakedata.make_eurosat_h5(tmp_path / "eurosat.h5", n=10)
     datasets = open_datasets(eurosat, patch_size=32) + open_datasets(folder, patch_size=32)
@@ -132,7 +132,7 @@ def test_balance_scene_gives_every_city_scene_the_same_windows_and_keeps_patch_f
 
 
 def test_balance_is_checked_before_any_data_is_read(tmp_path):
-    from core.train import train
+    from core.training.run import train
 
     with pytest.raises(UrbanMTLError, match="balance must be one of area, scene, got 'cities'"):
         train(TrainConfig(data=[str(tmp_path / "nowhere")], out=str(tmp_path / "run"), balance="cities"))
@@ -147,7 +147,7 @@ def test_aligned_reference_windows_equal_gdal_warping(monkeypatch):
     fast = [scene._read_window(*w) for w in windows]
     assert scene._lcz_ref._aligned_factor(scene.transform) == 2
     assert scene._hse_ref._aligned_factor(scene.transform * Affine.scale(2)) == 1
-    monkeypatch.setattr(references_module.RasterReference, "_aligned_factor", lambda self, t: None)
+    monkeypatch.setattr(RasterReference, "_aligned_factor", lambda self, t: None)
     slow = [scene._read_window(*w) for w in windows]
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a[0], b[0])
@@ -158,7 +158,7 @@ def test_aligned_reference_windows_equal_gdal_warping(monkeypatch):
 def test_maps_are_scored_per_100m_cell_against_the_reference(tmp_path):
     """core.evaluate_maps: a map equal to the reference scores 1; one class swapped scores its share."""
     from core.data import load_manifest
-    from core.evaluate_maps import reference_lcz_cells, score_maps
+    from core.evaluation.maps import reference_lcz_cells, score_maps
 
     manifest = fakedata.make_scene(tmp_path, size=100, name="city_1", lcz="probabilities")
     spec = load_manifest(manifest)

@@ -7,7 +7,7 @@ import pytest
 
 from core.data import SceneDataset, iterate_batches, open_datasets, steps_per_epoch, tf_dataset
 from core.data.augment import NUM_TRANSFORMS, augment_sample, dihedral
-from core.errors import UrbanMTLError
+from core.common.errors import UrbanMTLError
 from tests import fakedata
 
 

@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 
 from core.data import (
-    AuthorsDataset,
-    EuroSATDataset,
-    SceneDataset,
-    So2SatDataset,
-    detect_format,
-    open_datasets,
-    split_spec,
+    AuthorsDataset, EuroSATDataset, SceneDataset, So2SatDataset, detect_format, open_datasets, split_spec,
 )
-from core.errors import UrbanMTLError
+from core.common.errors import UrbanMTLError
 from tests import fakedata
 
 

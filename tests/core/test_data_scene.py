@@ -9,8 +9,8 @@ import pytest
 from affine import Affine
 
 from core.data import MANIFEST_KEYS, SceneDataset, open_datasets
-from core.data.references import parse_lcz_value
-from core.errors import UrbanMTLError
+from core.data.reference_polygons import parse_lcz_value
+from core.common.errors import UrbanMTLError
 from tests import fakedata
 
 SIZE = 96

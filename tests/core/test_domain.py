@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from core.bands import (LAYOUTS, MODEL_BANDS, dn_to_reflectance, layout_of_13_bands, normalize_band_name,
-                        offset_for_baseline, resolve_band_indices)
-from core.errors import UrbanMTLError
-from core.lcz import COLORS, NAMES, WA_MATRIX, label, normalize_codes
+from core.common.bands import (
+    LAYOUTS, MODEL_BANDS, dn_to_reflectance, layout_of_13_bands, normalize_band_name, offset_for_baseline, resolve_band_indices,
+)
+from core.common.errors import UrbanMTLError
+from core.common.lcz import COLORS, NAMES, WA_MATRIX, label, normalize_codes
 
 
 @pytest.mark.parametrize("raw,name", [("B2", "B2"), ("B02", "B2"), ("b8a", "B8A"), ("B08A", "B8A"),

@@ -12,10 +12,13 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from core.evaluate import _SceneLabelTally, default_confusion_png, evaluate, main  # noqa: E402
-from core.metrics import confusion_matrix, hse_metrics  # noqa: E402
-from core.inference import predict_batch  # noqa: E402
-from core.model import ModelConfig, base_card, build_networks, save_model  # noqa: E402
+from core.evaluate import main  # noqa: E402
+from core.evaluation.patches import default_confusion_png, evaluate  # noqa: E402
+from core.evaluation.scene_labels import SceneLabelTally  # noqa: E402
+from core.evaluation.metrics import confusion_matrix, hse_metrics  # noqa: E402
+from core.network.inference import predict_batch  # noqa: E402
+from core.network.model import ModelConfig, build_networks
+from core.network.saving import base_card, save_model
 
 SHARED_EUROSAT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eurosat" / "eurosat_s2_teacher.h5"
 N, SIZE = 4, 32
@@ -165,7 +168,7 @@ def test_scene_label_tally_by_hand():
     ref = np.zeros((3, 4, 4, 17))
     ref[:2, ..., 1] = 1.0                     # references say 2 for both residential patches
     ref[2, ..., 10] = 1.0
-    tally = _SceneLabelTally()
+    tally = SceneLabelTally()
     tally.add(["Residential", "Residential", "Forest"], {"lcz": ref}, {"lcz": lcz, "hse": hse})
     result = tally.result()
     assert list(result) == ["Forest", "Residential"]

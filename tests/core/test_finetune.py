@@ -15,11 +15,11 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from core import finetune
-from core.accuracy import polygon_confusions, score, scoring_cells
-from core.errors import UrbanMTLError
-from core.export import export_lcz, majority_filter
-from core.lcz import to_umep_codes
-from core.training_areas import TrainingArea, check_inside, read_training_areas, split_areas
+from core.evaluation.accuracy import polygon_confusions, score, scoring_cells
+from core.common.errors import UrbanMTLError
+from core.outputs.export import export_lcz, majority_filter
+from core.common.lcz import to_umep_codes
+from core.finetuning.areas import TrainingArea, check_inside, read_training_areas, split_areas
 from tests import fakedata
 
 UTM = "EPSG:32633"

@@ -8,17 +8,16 @@ import json
 
 import numpy as np
 import pytest
-import rasterio
 from affine import Affine
 
-from core.accuracy import bootstrap_ranges, polygon_confusions
-from core.bands import MODEL_BANDS
+from core.evaluation.accuracy import bootstrap_ranges, polygon_confusions
+from core.common.bands import MODEL_BANDS
 from core.data.windows import class_weights
-from core.finetune import disagreeing_classes
-from core.finetune_setup import remap_matrix
-from core.forest import cell_features, polygon_cells, predict_codes, train_forest
-from core.train import _distill_map, freeze_layers
-from core.training_areas import TrainingArea
+from core.finetuning.run import disagreeing_classes
+from core.finetuning.setup import remap_matrix
+from core.finetuning.forest import cell_features, polygon_cells, predict_codes, train_forest
+from core.training.transfer import distill_matrices, freeze_layers
+from core.finetuning.areas import TrainingArea
 from tests import fakedata
 
 UTM = "EPSG:32633"
@@ -77,7 +76,7 @@ def test_distill_map_lumps_the_user_classes_after_the_translation(tmp_path):
     matrix[4, 1] = 1.0             # 5 -> 2
     path = tmp_path / "distill.json"
     path.write_text(json.dumps({"matrix": matrix.tolist(), "lump": [2, 3]}))
-    translate, group = _distill_map(str(path))
+    translate, group = distill_matrices(str(path))
     assert translate.shape == group.shape == (17, 16)
     p = np.zeros(17)
     p[[1, 2, 4, 13]] = [0.2, 0.1, 0.3, 0.4]       # 2, 3, 5, D
@@ -173,7 +172,7 @@ def test_forest_learns_the_polygons_and_maps_every_valid_cell(tmp_path):
 
 
 def test_freezing_the_backbone_leaves_only_the_lcz_branch_trainable():
-    from core.model import ModelConfig, build_networks
+    from core.network.model import ModelConfig, build_networks
 
     train_net, _ = build_networks(ModelConfig(base_width=4))
     freeze_layers(train_net, "backbone")

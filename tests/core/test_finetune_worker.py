@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import UrbanMTLError
+from core.common.errors import UrbanMTLError
 from core.finetune_worker import MARKER, RunFolder, build_parser, read_params, remove_stopped_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import numpy as np
 
 from core import train as train_module
 from core.data import open_datasets
-from core.model import load_model
+from core.network.saving import load_model
 from tests import fakedata
 from tests.fakedata import make_authors_h5
 

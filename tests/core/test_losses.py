@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from core.losses import combine, hse_loss, lcz_loss
+from core.training.losses import combine, hse_loss, lcz_loss
 
 
 def test_hse_loss_weights_dense_settlements_and_masks_nan():

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import UrbanMTLError
-from core.lcz import LETTERS
-from core.metrics import (
-    MetricAccumulator,
-    confusion_matrix,
-    hse_metrics,
-    lcz_batch_confusion,
-    lcz_metrics,
-    plot_confusion_matrix,
+from core.common.errors import UrbanMTLError
+from core.common.lcz import LETTERS
+from core.evaluation.metrics import (
+    MetricAccumulator, confusion_matrix, hse_metrics, lcz_batch_confusion, lcz_metrics, plot_confusion_matrix,
 )
 
 # Three reference classes (2 compact midrise, D low plants, G water); predictions also use 6 and E.

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from core.errors import UrbanMTLError
-from core.inference import predict_batch
-from core.model import VARIANTS, ModelConfig, base_card, build_networks, count_parameters, load_model, save_model
+from core.common.errors import UrbanMTLError
+from core.network.inference import predict_batch
+from core.network.model import VARIANTS, ModelConfig, build_networks, count_parameters
+from core.network.saving import base_card, load_model, save_model
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

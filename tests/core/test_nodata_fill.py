@@ -1,4 +1,4 @@
-"""Nodata holes must not change the maps of the valid pixels next to them (core.fill, core.raster.Scene.read)."""
+"""Nodata holes must not change the maps of the valid pixels next to them (core.inputs.fill, core.inputs.scene.Scene.read)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from core.fill import fill_invalid
-from core.model import ModelConfig, base_card, build_networks, save_model
-from core.predict import PredictOptions, predict_scene
-from core.raster import open_scene
+from core.inputs.fill import fill_invalid
+from core.network.model import ModelConfig, build_networks
+from core.network.saving import base_card, save_model
+from core.mapping.predict import PredictOptions, predict_scene
+from core.inputs.scene import open_scene
 from tests.fakedata import write_raster
 
 SCENE = Path(__file__).resolve().parents[3] / "shared" / "data" / "scene" / "T33UUU_20170216_L1C_13band.tif"
@@ -114,9 +115,9 @@ def test_islands_map_as_their_mirrored_mosaic(tmp_path, cnn, tile_size):
 def test_zero_filled_holes_would_change_the_islands(tmp_path, monkeypatch):
     """Control: the comparison above can fail. With holes fed as zeros (the old reader) the bundled model's
     HSE of the islands differs from that of the mirrored mosaic."""
-    import core.raster
+    import core.inputs.scene
 
-    monkeypatch.setattr(core.raster, "fill_invalid", lambda image, valid: np.where(
+    monkeypatch.setattr(core.inputs.scene, "fill_invalid", lambda image, valid: np.where(
         valid[..., None], image, np.float32(0)).astype(np.float32))
     islands, mirrored, mask = _islands(tmp_path)
     out = {}

@@ -18,16 +18,19 @@ import rasterio
 from keras import layers
 from rasterio.transform import from_origin
 
-from core.bands import MODEL_BANDS
-from core.errors import UrbanMTLError
-from core.lcz import COLORS, hex_to_rgb, label
-from core.model import ModelConfig, base_card, build_networks, save_model
+from core.common.bands import MODEL_BANDS
+from core.common.errors import UrbanMTLError
+from core.common.lcz import COLORS, hex_to_rgb, label
+from core.network.model import ModelConfig, build_networks
+from core.network.saving import base_card, save_model
 from core.outputs import ClassStats
-from core.predict import (
-    Cancelled, NetworkRunner, PredictOptions, StripAccumulator, main, predict_scene, run_tiles,
-)
-from core.raster import open_scene
-from core.tiling import make_layout
+from core.mapping.accumulate import Cancelled
+from core.mapping.accumulate import StripAccumulator, run_tiles
+from core.mapping.predict import PredictOptions, predict_scene
+from core.network.inference import NetworkRunner
+from core.predict import main
+from core.inputs.scene import open_scene
+from core.tiling.layout import make_layout
 from tests.fakedata import write_raster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -488,7 +491,8 @@ def test_memory_does_not_grow_with_scene_height(tmp_path):
 def test_outputs_are_flushed_block_row_by_block_row(tmp_path):
     from osgeo import gdal
 
-    from core.outputs import BLOCK_SIZE, GridSpec, OutputSet, plan_outputs
+    from core.outputs.writer import BLOCK_SIZE
+    from core.outputs import GridSpec, OutputSet, plan_outputs
 
     width = 3 * BLOCK_SIZE
     grid20 = GridSpec(width, width, from_origin(300000, 5900000, 20, 20), "EPSG:32633")

@@ -12,16 +12,16 @@ import pytest
 import rasterio
 
 from core import worker
-from core.export import majority_filter
-from core.lcz import to_umep_codes
-from core.model import save_model
+from core.outputs.export import majority_filter
+from core.common.lcz import to_umep_codes
+from core.network.saving import save_model
 from core.predict import main
 from tests.core.test_predict import pointwise_network, write_scene
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
-    from core.bands import MODEL_BANDS
+    from core.common.bands import MODEL_BANDS
 
     path = tmp_path_factory.mktemp("model") / "model.keras"
     return str(save_model(pointwise_network(), path, {"bands": list(MODEL_BANDS)}))
@@ -69,7 +69,7 @@ def test_cli_writes_umep_and_w2w_copies_of_the_majority_filtered_map(tmp_path, s
 def test_the_statistics_of_a_majority_filtered_run_count_the_filtered_map(tmp_path, scene, model):
     import csv
 
-    from core.predict import PredictOptions, predict_scene
+    from core.mapping.predict import PredictOptions, predict_scene
 
     def table(path: Path) -> dict[int, tuple[int, float, str]]:
         with open(path, newline="") as fh:

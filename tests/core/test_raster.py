@@ -11,9 +11,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from core.bands import LAYOUTS, MODEL_BANDS, layout_of_13_bands
-from core.errors import UrbanMTLError
-from core.raster import open_scene, utm_crs_for
+from core.common.bands import LAYOUTS, MODEL_BANDS, layout_of_13_bands
+from core.common.errors import UrbanMTLError
+from core.inputs.scene import open_scene, utm_crs_for
 from tests.fakedata import write_raster
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"

@@ -23,12 +23,12 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from rasterio.transform import from_origin
 
-from core.bands import MODEL_BANDS
-from core.errors import InputError, OutputError, UrbanMTLError
-from core.input_checks import DISPLAY_MESSAGE, assess_value_scale, check_offset
-from core.model import save_model
-from core.predict import PredictOptions, predict_scene
-from core.raster import Scene, open_scene
+from core.common.bands import MODEL_BANDS
+from core.common.errors import InputError, OutputError, UrbanMTLError
+from core.inputs.checks import DISPLAY_MESSAGE, assess_value_scale, check_offset
+from core.network.saving import save_model
+from core.mapping.predict import PredictOptions, predict_scene
+from core.inputs.scene import Scene, open_scene
 from tests.core.test_predict import pointwise_network
 from tests.fakedata import write_raster
 
@@ -423,7 +423,7 @@ def test_next_run_removes_the_temporaries_of_a_killed_run(tmp_path, model, long_
 def test_stop_signal_during_the_renames_lets_them_finish(tmp_path, monkeypatch):
     """The CLI's handler defers a signal that comes while outputs are renamed into place: all of them get there."""
     import core.outputs as outputs
-    from core.errors import Interrupted
+    from core.common.errors import Interrupted
     from core.predict import _stop
 
     grid20 = outputs.GridSpec(10, 10, from_origin(330000, 5822040, 20, 20), "EPSG:32633")
@@ -451,8 +451,8 @@ def test_stop_signal_during_the_renames_lets_them_finish(tmp_path, monkeypatch):
 def test_stop_signal_during_a_tensorflow_call_stops_right_after_it():
     """A stop signal while TensorFlow's C++ runs (it calls back into Python) is deferred to the end of the call:
     raised inside, TensorFlow turned it into a SystemError and printed a traceback (seen in CI, 1 run in 4)."""
-    from core.errors import Interrupted
-    from core.outputs import signals_deferred
+    from core.common.errors import Interrupted
+    from core.common.signals import signals_deferred
     from core.predict import _stop
 
     reached = []

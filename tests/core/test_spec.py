@@ -1,4 +1,4 @@
-"""core.spec: the model's input/output contract, importable without TensorFlow, and the card check that refuses a
+"""core.common.spec: the model's input/output contract, importable without TensorFlow, and the card check that refuses a
 model the engine cannot honour."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core import spec
-from core.errors import UrbanMTLError
-from core.spec import check_card
+from core.common import spec
+from core.common.errors import UrbanMTLError
+from core.common.spec import check_card
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED_CARD = REPO / "models" / "model_card.json"
@@ -37,8 +37,9 @@ _NO_TF = "import sys; {imports}; bad = [m for m in ('tensorflow', 'keras') if m 
          "sys.exit('loaded: ' + ', '.join(bad) if bad else 0)"
 
 
-@pytest.mark.parametrize("module", ["core.spec", "core.tiling", "core.predict", "core.predict_cli",
-                                    "core.accumulate", "core.inference"])
+@pytest.mark.parametrize("module", ["core.common.spec", "core.tiling", "core.predict", "core.mapping.predict",
+                                    "core.mapping.accumulate", "core.network.inference", "core.finetuning.setup",
+                                    "core.finetune_worker", "core.worker"])
 def test_light_modules_do_not_load_tensorflow(module):
     done = subprocess.run([sys.executable, "-c", _NO_TF.format(imports=f"import {module}")], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
@@ -112,27 +113,30 @@ def test_no_module_but_spec_states_the_contract():
     names, writes the lock suffix or builds the temporaries' name pattern itself (names kept for old importers
     are read from core.spec)."""
     modules = sorted((REPO / "core").rglob("*.py")) + sorted((REPO / "ui").glob("*.py")) + [REPO / "plugin.py"]
-    found = [line for path in modules if path != REPO / "core" / "spec.py" for line in _second_definitions(path)]
+    found = [line for path in modules if path != REPO / "core" / "common" / "spec.py"
+             for line in _second_definitions(path)]
     assert found == []
     # The LCZ legend's GDAL category names (.aux.xml) have one writer too, which core.export uses.
     assert [p for p in modules if "<CategoryNames>" in p.read_text(encoding="utf-8")] == [
-        REPO / "core" / "output_writer.py"]
+        REPO / "core" / "outputs" / "writer.py"]
 
 
-def test_old_names_still_read_the_contract():
-    from core import bands, export, input_checks, lcz, outputs, output_plan
+def test_other_names_of_the_contract_read_it():
+    from core.common import bands, lcz
+    from core.inputs import checks
+    from core.outputs import export, lock, plan, writer
 
     assert bands.MODEL_BANDS is spec.MODEL_BANDS and lcz.NUM_CLASSES == spec.NUM_CLASSES
-    assert bands.QUANTIFICATION_VALUE == input_checks.DN_SCALE == spec.DN_SCALE
+    assert bands.QUANTIFICATION_VALUE == checks.DN_SCALE == spec.DN_SCALE
     assert isinstance(bands.QUANTIFICATION_VALUE, float) and isinstance(bands.BASELINE_04_OFFSET, float)
     assert bands.BASELINE_04_OFFSET == spec.BASELINE_OFFSET
-    assert export.MAJORITY_SIZES is spec.MAJORITY_SIZES and export.LCZ_NODATA == outputs.LCZ_NODATA == spec.LCZ_NODATA
-    assert outputs.FLOAT_NODATA == spec.FLOAT_NODATA and output_plan.RASTER_SUFFIXES is spec.RASTER_SUFFIXES
-    assert outputs.LOCK_SUFFIX == spec.LOCK_SUFFIX
+    assert export.MAJORITY_SIZES is spec.MAJORITY_SIZES and export.LCZ_NODATA == writer.LCZ_NODATA == spec.LCZ_NODATA
+    assert writer.FLOAT_NODATA == spec.FLOAT_NODATA and plan.RASTER_SUFFIXES is spec.RASTER_SUFFIXES
+    assert lock.LOCK_SUFFIX == spec.LOCK_SUFFIX
 
 
 def test_temporary_names_match_their_pattern():
-    from core.temporaries import temporary_name
+    from core.outputs.temporaries import temporary_name
 
     final = Path("/out/map.v2.tif")
     tmp = temporary_name(final)

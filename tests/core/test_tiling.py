@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from core.errors import UrbanMTLError
-from core.model import SIZE_MULTIPLE
-from core.tiling import (
+from core.common.errors import UrbanMTLError
+from core.common.spec import SIZE_MULTIPLE
+from core.tiling.layout import (
     Tile, batched, blend_weights, check_tiling, coverage, make_layout, ramp_profile, tile_starts,
 )
 
@@ -138,7 +138,7 @@ def test_unknown_scheme_and_batch_size():
 
 
 def test_model_tiling_follows_the_training_window_of_the_card():
-    from core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, model_tiling
+    from core.tiling.layout import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, model_tiling
 
     assert model_tiling({"training": {"config": {"patch_size": 64}}}) == (64, 16)
     assert model_tiling({"training": {"config": {"patch_size": 128}}}) == (128, 32)
@@ -156,8 +156,8 @@ def test_model_tiling_follows_the_training_window_of_the_card():
 def test_the_bundled_model_maps_in_its_64_px_training_window():
     import json
 
-    from core.model import DEFAULT_MODEL_PATH, card_path_for
-    from core.predict import PredictOptions, resolve_tiling
+    from core.network.saving import DEFAULT_MODEL_PATH, card_path_for
+    from core.mapping.predict import PredictOptions, resolve_tiling
 
     card = json.loads(card_path_for(DEFAULT_MODEL_PATH).read_text())
     resolved = resolve_tiling(PredictOptions(), card)

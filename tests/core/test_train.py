@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from core import train as train_module
-from core.config import TrainConfig
-from core.model import load_model
+from core.training import run as training_run
+from core.training.run import build_trainer
+from core.training.config import TrainConfig
+from core.network.saving import load_model
 from tests.fakedata import make_authors_h5, make_so2sat_h5
 
 SMALL = ["--batch-size", "8", "--patch-size", "32", "--base-width", "8", "--seed", "1"]
@@ -57,7 +59,7 @@ def test_resume_after_a_kill_mid_epoch_continues_at_the_right_epoch(data, tmp_pa
     args = ["--data", data["train"], "--val-data", data["val"], "--ema", ema, *SMALL]
     assert train_module.main([*args, "--epochs", "3", "--out", str(straight)]) == 0
 
-    real = train_module._batches
+    real = training_run.batches
 
     def dies_in_epoch_three(datasets, cfg, start_epoch, training):
         for i, batch in enumerate(real(datasets, cfg, start_epoch, training)):
@@ -65,12 +67,12 @@ def test_resume_after_a_kill_mid_epoch_continues_at_the_right_epoch(data, tmp_pa
                 raise KeyboardInterrupt("simulated kill")
             yield batch
 
-    monkeypatch.setattr(train_module, "_batches", dies_in_epoch_three)
+    monkeypatch.setattr(training_run, "batches", dies_in_epoch_three)
     with pytest.raises(BaseException):
         train_module.main([*args, "--epochs", "3", "--out", str(killed)])
     assert json.loads((killed / "state.json").read_text())["epochs_done"] == 2
     assert not (killed / "model.keras").exists()
-    monkeypatch.setattr(train_module, "_batches", real)
+    monkeypatch.setattr(training_run, "batches", real)
     assert train_module.main(["--out", str(killed), "--resume"]) == 0
 
     rows = _log(killed)
@@ -82,14 +84,14 @@ def test_resume_after_a_kill_mid_epoch_continues_at_the_right_epoch(data, tmp_pa
 
 
 def test_ema_validates_and_keeps_the_averaged_weights(data, tmp_path):
-    from core.model import ModelConfig
+    from core.network.model import ModelConfig
 
     run = tmp_path / "ema"
     assert train_module.main(["--data", data["train"], "--val-data", data["val"], "--epochs", "1", "--ema", "0.8",
                               "--out", str(run), *SMALL]) == 0
     card = json.loads((run / "model_card.json").read_text())
     assert card["training"]["config"]["ema"] == 0.8
-    trainer, live = train_module._build_trainer(ModelConfig(base_width=8), 0.002, 0.8)
+    trainer, live = build_trainer(ModelConfig(base_width=8), 0.002, 0.8)
     trainer.load_weights(run / "last.weights.h5")
     kept = load_model(run).network
     trained = {w.path: np.asarray(w) for w in live.trainable_weights}
@@ -113,8 +115,8 @@ def test_bad_ema_is_refused(data, tmp_path, capsys):
 
 def test_a_label_margin_trains_on_the_window_centre_and_maps_with_overlapping_tiles(data, tmp_path):
     from core.data import iterate_batches, open_datasets
-    from core.model import ModelConfig
-    from core.tiling import model_tiling
+    from core.network.model import ModelConfig
+    from core.tiling.layout import model_tiling
 
     run = tmp_path / "margin"
     assert train_module.main(["--data", data["train"], "--val-data", data["val"], "--epochs", "1",
@@ -123,7 +125,7 @@ def test_a_label_margin_trains_on_the_window_centre_and_maps_with_overlapping_ti
     assert card["training"]["config"]["label_margin"] == 8
     assert model_tiling(card) == (32, 16)          # tiles overlap by twice the margin
     # The trainer's losses ignore the references of the margin and only those.
-    trainer, _ = train_module._build_trainer(ModelConfig(base_width=8), 0.002, label_margin=8)
+    trainer, _ = build_trainer(ModelConfig(base_width=8), 0.002, label_margin=8)
     trainer.load_weights(run / "best.weights.h5")
     x, y = next(iter(iterate_batches(open_datasets(data["val"], patch_size=32), 8, training=False)))
     edge = {"hse": y["hse"].copy(), "lcz": y["lcz"].copy()}

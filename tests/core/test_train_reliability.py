@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core import train as train_module
-from core.config import TrainConfig, check_value, make_config
-from core.errors import UrbanMTLError
+from core.training.config import TrainConfig, check_value, make_config
+from core.common.errors import UrbanMTLError
 from tests.fakedata import make_authors_h5
 
 

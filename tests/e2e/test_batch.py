@@ -19,10 +19,11 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from core.batch_io import BatchError, claim_scene, collect_scenes, release_scene
-from core.errors import UrbanMTLError
-from core.model import ModelConfig, base_card, save_model
-from core.predict import PredictOptions, predict_scene
+from core.cluster.scenes import BatchError, claim_scene, collect_scenes, cpu_count, release_scene
+from core.common.errors import UrbanMTLError
+from core.network.model import ModelConfig
+from core.network.saving import base_card, save_model
+from core.mapping.predict import PredictOptions, predict_scene
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -70,8 +71,6 @@ def _tf_threads() -> int:
     """TensorFlow's intra-op threads in this process. Its sums, so the last bit of the HSE values, depend on it:
     workers given the same number write byte for byte what predict_scene writes here."""
     import tensorflow as tf
-
-    from core.batch import cpu_count
 
     return (tf.config.threading.get_intra_op_parallelism_threads()
             or int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0) or cpu_count())
@@ -241,7 +240,7 @@ def test_batch_on_a_local_cluster_of_two_workers(data, tmp_path, capsys):
     rows = _summary(out)
     assert [rows[p.stem]["status"] for p in data["scenes"]] == ["done"] * 3
     assert {row["worker"] for row in rows.values()} <= {"worker-0", "worker-1"}
-    same_threads = max(1, batch.cpu_count() // 2) == data["tf_threads"]   # a LocalCluster gives each worker its share
+    same_threads = max(1, cpu_count() // 2) == data["tf_threads"]   # a LocalCluster gives each worker its share
     for scene in data["scenes"]:
         _assert_same_as_predict(out, data["reference"], scene.stem, exact=same_threads)
 
@@ -287,6 +286,7 @@ def test_a_scene_taken_over_from_a_dead_worker_is_reported(tmp_path):
 
 def test_argument_errors_exit_2(data, tmp_path, monkeypatch, capsys):
     from core import batch
+    from core.cluster import client
 
     scene = str(data["scenes"][0])
     with pytest.raises(SystemExit) as exit_info:
@@ -294,7 +294,7 @@ def test_argument_errors_exit_2(data, tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
     assert batch.main([scene, str(tmp_path / "x" / scene.split("/")[-1]), "--out-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
-    monkeypatch.setattr(batch, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(client, "CONNECT_TIMEOUT_S", 1)
     code = batch.main([scene, "--out-dir", str(tmp_path / "o"), "--scheduler", f"tcp://127.0.0.1:{_free_port()}",
                        "--model", data["model"]])
     assert code == 2 and "Cannot reach the Dask scheduler" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.model import DEFAULT_MODEL_PATH
+from core.network.saving import DEFAULT_MODEL_PATH
 from tests.e2e.test_qgis_process import QGIS_PROCESS, REPO, SCENE, qgis_environment, qgis_process
 
 pytestmark = pytest.mark.e2e

@@ -43,12 +43,13 @@ def test_zip_holds_the_plugin_under_one_folder_and_nothing_else(tmp_path):
     names = zipfile.ZipFile(archive).namelist()
     assert all(n.startswith("urbanmtl/") for n in names), names
     for needed in ("metadata.txt", "__init__.py", "plugin.py", "ui/algorithm.py", "ui/provider.py",
-                   "ui/styles.py", "ui/icons/urbanmtl.png", "core/predict.py", "core/model.py", "core/lcz.py"):
+                   "ui/styles.py", "ui/icons/urbanmtl.png", "core/predict.py", "core/worker.py",
+                   "core/network/model.py", "core/common/lcz.py", "core/mapping/predict.py"):
         assert f"urbanmtl/{needed}" in names, needed
     for shipped in ("models/model.keras", "models/model_card.json", "models/MODEL_CARD.md"):
         assert f"urbanmtl/{shipped}" in names, shipped        # the bundled model and both of its cards
-    for unwanted in ("/tests/", "/bench/", "/.venv/", "__pycache__", ".pyc", "/.git/", "/runs/", "/dist/",
-                     "/build/"):
+    for unwanted in ("/tests/", "/bench/", "/tools/", "/docs/", "/.venv/", "__pycache__", ".pyc", "/.git/",
+                     "/runs/", "/dist/", "/build/"):
         assert not [n for n in names if unwanted in n], unwanted
 
 
@@ -67,7 +68,7 @@ def test_installed_copy_loads_in_qgis_process_and_explains_missing_tensorflow(tm
     make("install", f"QGIS_PROFILE_DIR={profile}", f"PLUGIN_STAGE={stage}")      # a reinstall replaces it all
     installed = profile / "python" / "plugins" / "urbanmtl"
     assert installed.is_dir() and not installed.is_symlink()
-    assert (installed / "metadata.txt").is_file() and (installed / "core" / "model.py").is_file()
+    assert (installed / "metadata.txt").is_file() and (installed / "core" / "network" / "model.py").is_file()
     assert not (installed / "tests").exists() and not (installed / "stale.txt").exists()
 
     # Nothing of this process's set-up may leak in: e.g. qgis.testing sets QGIS_CUSTOM_CONFIG_PATH, which would

@@ -62,7 +62,8 @@ def tiny_model(path: Path) -> Path:
     """A random-weight base-width-4 network saved as .keras with its card (the bundled model may not exist)."""
     import keras
 
-    from core.model import ModelConfig, base_card, build_networks, save_model
+    from core.network.model import ModelConfig, build_networks
+    from core.network.saving import base_card, save_model
 
     keras.utils.set_random_seed(3)
     config = ModelConfig(base_width=4)
@@ -78,7 +79,7 @@ def test_qgis_process_maps_a_real_scene_crop(tmp_path):
     import rasterio
     from osgeo import gdal
 
-    from core.lcz import COLORS, hex_to_rgb, label
+    from core.common.lcz import COLORS, hex_to_rgb, label
 
     home = tmp_path / "home"
     plugins = tmp_path / "plugins"

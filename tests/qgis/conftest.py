@@ -114,7 +114,8 @@ def tiny_model(plugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import keras
 
     # The plugin's own copy of the engine, so that one set of Keras classes is registered in this process.
-    from urbanmtl.core.model import ModelConfig, base_card, build_networks, save_model
+    from urbanmtl.core.network.model import ModelConfig, build_networks
+    from urbanmtl.core.network.saving import base_card, save_model
 
     keras.utils.set_random_seed(7)
     config = ModelConfig(base_width=4)

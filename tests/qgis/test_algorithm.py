@@ -54,7 +54,7 @@ def style_of(path: str, default_style: bool = True) -> tuple[str, list[str]]:
 def test_run_writes_styled_outputs_on_the_input_grid(plugin, tiny_model, tiny_scene, tmp_path):
     from qgis.core import QgsRasterLayer
 
-    from urbanmtl.core.lcz import COLORS, NAMES, hex_to_rgb, label
+    from urbanmtl.core.common.lcz import COLORS, NAMES, hex_to_rgb, label
 
     params = base_parameters(tiny_scene, tiny_model, tmp_path, OUTPUT_CONFIDENCE=str(tmp_path / "confidence.tif"),
                              OUTPUT_STATS=str(tmp_path / "stats.csv"))
@@ -122,7 +122,7 @@ def test_layers_loaded_into_the_project_are_styled(plugin, tiny_model, tiny_scen
     import processing
     from qgis.core import QgsProject, QgsRasterLayer
 
-    from urbanmtl.core.lcz import label
+    from urbanmtl.core.common.lcz import label
     from urbanmtl.ui.styles import LCZ, StylePostProcessor
 
     from qgis.core import QgsLayerTreeModel, QgsMapLayerLegendUtils
@@ -214,7 +214,7 @@ def test_bands_parameter_picks_and_orders_the_bands(plugin, tiny_model, tiny_sce
     """A EuroSAT-ordered 13-band file without band names, with BANDS chosen, maps like the 10-band original."""
     import rasterio
 
-    from urbanmtl.core.bands import LAYOUTS
+    from urbanmtl.core.common.bands import LAYOUTS
 
     with rasterio.open(tiny_scene) as src:
         ten = src.read()
@@ -331,7 +331,7 @@ def test_cancel_kills_a_stuck_engine_within_seconds_and_removes_its_temporary_fi
 def test_python_parameter_is_used_and_remembered(plugin, tiny_model, tiny_scene, tmp_path, monkeypatch):
     from qgis.core import QgsProcessingException, QgsSettings
 
-    from urbanmtl.ui.engine import SETTINGS_KEY
+    from urbanmtl.ui.interpreter import SETTINGS_KEY
 
     monkeypatch.delenv("URBANMTL_PYTHON", raising=False)
     settings = QgsSettings()

@@ -22,49 +22,49 @@ def executable(path: Path) -> str:
 
 
 def test_python_is_found_in_the_documented_order(plugin_dir, tmp_path):
-    from urbanmtl.ui import engine
+    from urbanmtl.ui import interpreter
 
     explicit, setting, from_env = (executable(tmp_path / name / "python") for name in ("p", "s", "e"))
     checkout = tmp_path / "plugin"
     venv = executable(checkout / ".venv" / "bin" / "python")
-    env = {engine.ENV_VAR: from_env}
+    env = {interpreter.ENV_VAR: from_env}
 
-    assert engine.find_python(explicit, setting, env, checkout).path == explicit
-    assert engine.find_python(None, setting, env, checkout).path == setting
-    chosen = engine.find_python(None, "", env, checkout)
-    assert chosen.path == from_env and engine.ENV_VAR in chosen.source
-    assert engine.find_python(None, None, {}, checkout).path == venv
-    system = engine.find_python(None, None, {}, tmp_path / "no_venv_here")
-    assert system.path == engine.SYSTEM_PYTHON and system.source == "the system Python"
-    with pytest.raises(engine.EngineError, match=r"setting urbanmtl/python"):
-        engine.find_python(None, str(tmp_path / "gone"), env, checkout)
+    assert interpreter.find_python(explicit, setting, env, checkout).path == explicit
+    assert interpreter.find_python(None, setting, env, checkout).path == setting
+    chosen = interpreter.find_python(None, "", env, checkout)
+    assert chosen.path == from_env and interpreter.ENV_VAR in chosen.source
+    assert interpreter.find_python(None, None, {}, checkout).path == venv
+    system = interpreter.find_python(None, None, {}, tmp_path / "no_venv_here")
+    assert system.path == interpreter.SYSTEM_PYTHON and system.source == "the system Python"
+    with pytest.raises(interpreter.EngineError, match=r"setting urbanmtl/python"):
+        interpreter.find_python(None, str(tmp_path / "gone"), env, checkout)
 
 
 def test_child_environment_imports_core_and_drops_qgis_settings(plugin_dir):
-    from urbanmtl.ui import engine
+    from urbanmtl.ui import interpreter
 
-    env = engine.child_environment({"PYTHONHOME": "/opt/qgis", "QT_QPA_PLATFORM": "offscreen",
+    env = interpreter.child_environment({"PYTHONHOME": "/opt/qgis", "QT_QPA_PLATFORM": "offscreen",
                                     "PYTHONPATH": "/somewhere", "PATH": "/usr/bin"})
     assert "PYTHONHOME" not in env and "QT_QPA_PLATFORM" not in env
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(engine.PLUGIN_DIR), "/somewhere"]
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(interpreter.PLUGIN_DIR), "/somewhere"]
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "2"
-    assert (engine.PLUGIN_DIR / "core" / "worker.py").is_file()
+    assert (interpreter.PLUGIN_DIR / "core" / "worker.py").is_file()
 
 
 def test_probe_of_the_venv_finds_everything_and_is_cached(plugin_dir):
-    from urbanmtl.ui import engine
+    from urbanmtl.ui import interpreter
 
     python = str(REPO / ".venv" / "bin" / "python")
     if not os.path.exists(python):
         pytest.skip("the venv is missing (make venv)")
-    info = engine.probe(python)
+    info = interpreter.probe(python)
     assert info.missing == [] and info.venv and info.version.startswith("3.")
-    assert engine.probe(python) is info
+    assert interpreter.probe(python) is info
 
 
 def test_leftovers_match_the_engine_names_and_spare_other_runs(plugin_dir, tmp_path):
     """The cleanup after a kill removes exactly what core.outputs writes for these outputs."""
-    from urbanmtl.core.outputs import temporary_name
+    from urbanmtl.core.outputs.temporaries import temporary_name
     from urbanmtl.ui import engine
 
     final = tmp_path / "hse.tif"

@@ -149,8 +149,8 @@ def test_processing_dialog_builds_a_widget_for_every_parameter(plugin):
 
 def test_band_choice_maps_to_model_order(qgis_app):
     """The i-th chosen band becomes MODEL_BANDS[i]; the engine's resolver then picks exactly those bands."""
-    from urbanmtl.core.bands import LAYOUTS, MODEL_BANDS, resolve_band_indices
-    from urbanmtl.ui.algorithm import band_mismatches, band_names
+    from urbanmtl.core.common.bands import LAYOUTS, MODEL_BANDS, resolve_band_indices
+    from urbanmtl.ui.layers import band_mismatches, band_names
 
     # A EuroSAT file (B8A last) with no band names: choose B2..B8, then band 13 (B8A), then B11 and B12.
     chosen = [2, 3, 4, 5, 6, 7, 8, 13, 11, 12]
@@ -174,7 +174,7 @@ def test_band_choice_maps_to_model_order(qgis_app):
 def test_bad_band_choice_is_a_clear_error(qgis_app, chosen, message):
     from qgis.core import QgsProcessingException
 
-    from urbanmtl.ui.algorithm import band_names
+    from urbanmtl.ui.layers import band_names
 
     with pytest.raises(QgsProcessingException, match=message):
         band_names(chosen, [None] * 13)
@@ -286,12 +286,12 @@ def test_missing_packages_give_one_message_with_the_install_command(plugin_dir, 
 
 
 def test_system_python_without_tensorflow_names_the_debian_commands(monkeypatch):
-    from urbanmtl.ui import engine
+    from urbanmtl.ui import interpreter
 
-    monkeypatch.setattr(engine.shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
-    interpreter = engine.Interpreter("/usr/bin/python3", "the system Python")
-    info = engine.ProbeResult("3.11.2", ["tensorflow"], venv=False, managed=True)
-    message = engine.missing_message(interpreter, info.missing, info)
+    monkeypatch.setattr(interpreter.shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    python = interpreter.Interpreter("/usr/bin/python3", "the system Python")
+    info = interpreter.ProbeResult("3.11.2", ["tensorflow"], venv=False, managed=True)
+    message = interpreter.missing_message(python, info.missing, info)
     assert ('sudo apt-get install python3-rasterio python3-h5py && /usr/bin/python3 -m pip install --user '
             '--break-system-packages "tensorflow==2.19.*" "numpy<2"') in message
     assert "'tensorflow'" in message and "keras" not in message.lower()

@@ -103,7 +103,7 @@ def test_cancel_during_training_removes_the_run_folder(city, tiny_model, tmp_pat
     from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
     from tests.e2e.test_train_from_polygons import write_areas
-    from urbanmtl.core.finetune import PROGRESS_STEPS
+    from urbanmtl.core.finetuning.setup import PROGRESS_STEPS
 
     areas = tmp_path / "areas.gpkg"
     write_areas(areas, city["squares"], city["crs"])

@@ -1,0 +1,7 @@
+"""What every package builds on: the model's input/output contract and the engine's defaults (spec), the Sentinel-2
+band catalogue (bands), the LCZ legend and similarity matrix (lcz), the exceptions that carry a message for the
+user (errors), atomic file writes (atomic) and stop signals deferred through critical sections (signals)."""
+
+from .errors import InputError, Interrupted, OutputError, UrbanMTLError
+
+__all__ = ["InputError", "Interrupted", "OutputError", "UrbanMTLError"]

@@ -1,0 +1,304 @@
+"""Map HSE density (20 m) and LCZ (100 m) over a whole Sentinel-2 scene: the engine's entry, predict_scene.
+
+predict_scene checks the options and outputs, opens the scene (core.inputs), gets the network from its `networks`
+(Networks: the model loaded and its card checked against the contract, core.common.spec.check_card, then its traced
+call), lays out the tiles (core.tiling) and streams them through the network into the outputs (core.mapping.
+accumulate, core.outputs); the exports (core.outputs.export) follow. The command line is core.predict:
+
+    python -m core.predict scene.tif --hse hse.tif --lcz lcz.tif [--confidence conf.tif] [--stats stats.csv]
+
+What a caller may vary is passed in, never swapped in a module: `networks` (e.g. core.cluster keeps one model
+per process for scene after scene), progress, cancellation and log callbacks; the result says how many tiles ran.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .. import __version__
+from ..common.atomic import atomic_write
+from ..common.errors import UrbanMTLError
+from ..common.signals import critical_section, signals_deferred
+from ..common.spec import CELL, DEFAULT_BATCH_SIZE, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, check_card
+from ..inputs.checks import check_offset
+from ..inputs.scene import READ_ERRORS, InputSpec, Scene, damaged_input_error, open_scene
+from ..network.inference import NetworkRunner, select_device
+from ..outputs import (
+    ClassStats, GridSpec, OutputLock, OutputSet, check_exports, check_outputs_apart, export_lcz, plan_outputs,
+    write_stats_csv,
+)
+from ..tiling import TileLayout, check_tiling, make_layout, model_tiling
+from .accumulate import StripAccumulator, run_tiles
+
+
+@dataclass
+class PredictOptions:
+    """How to run a prediction. Sizes in 10 m input pixels."""
+
+    bands: Optional[list[str]] = None          # one name per input band, file order
+    extent: Optional[tuple[float, float, float, float]] = None   # xmin, ymin, xmax, ymax
+    extent_crs: Optional[str] = None           # WKT/EPSG of extent; None = the input's CRS
+    tile_size: Optional[int] = None            # pixels at 10 m, multiple of 8; None: the model's (model_tiling)
+    overlap: Optional[int] = None              # pixels on each side shared with neighbours; None: the model's
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = DEVICES[0]                   # auto | cpu | gpu (core.spec.DEVICES)
+    overwrite: bool = False
+    cog: bool = False
+    scheme: str = SCHEMES[0]                   # blend | authors (core.spec.SCHEMES)
+    offset: Optional[float] = None             # DN offset to use instead of the metadata's (e.g. -1000)
+
+
+@dataclass
+class PredictResult:
+    """What a prediction wrote and measured. stats: one dict per LCZ class (see core.outputs.ClassStats.rows)."""
+
+    hse_path: str
+    lcz_path: str
+    confidence_path: Optional[str]
+    stats_path: Optional[str]
+    stats: list[dict]
+    seconds: float
+    warped: bool
+    messages: list[str] = field(default_factory=list)
+    exports: dict = field(default_factory=dict)   # what core.outputs.export.export_lcz did (empty without exports)
+    tiles: int = 0                                # tiles in the run's layout
+
+
+def validate_options(options: PredictOptions) -> None:
+    """Raise UrbanMTLError for options no run can use (checked before anything is opened). A tile size or overlap
+    left to the model (None) is checked with the model's values once its card is read."""
+    check_tiling(DEFAULT_TILE_SIZE if options.tile_size is None else options.tile_size,
+                 0 if options.overlap is None else options.overlap, options.scheme)
+    if not isinstance(options.batch_size, (int, np.integer)) or options.batch_size < 1:
+        raise UrbanMTLError(f"batch_size must be a positive whole number; got {options.batch_size}.")
+    if options.device not in DEVICES:
+        raise UrbanMTLError(f"Unknown device '{options.device}'. Choose one of: {', '.join(DEVICES)}.")
+    if options.extent is not None and len(options.extent) != 4:
+        raise UrbanMTLError(f"The extent must be 4 numbers xmin ymin xmax ymax; got {list(options.extent)}.")
+    check_offset(options.offset, "The DN offset (--offset)")
+
+
+def resolve_tiling(options: PredictOptions, card: dict) -> PredictOptions:
+    """`options` with a tile size/overlap left to the model (None) taken from its card (core.tiling.model_tiling);
+    an overlap too large for a smaller tile the user chose is cut to half that tile's size."""
+    tile, overlap = model_tiling(card)
+    tile = tile if options.tile_size is None else options.tile_size
+    if options.overlap is not None:
+        overlap = options.overlap
+    elif 2 * overlap > tile:
+        overlap = tile // 2
+    check_tiling(tile, overlap, options.scheme)
+    return replace(options, tile_size=tile, overlap=overlap)
+
+
+def _grids(scene: Scene) -> tuple[GridSpec, GridSpec]:
+    t = scene.transform
+    h20, w20 = math.ceil(scene.height / OUTPUT_FACTOR), math.ceil(scene.width / OUTPUT_FACTOR)
+    grid20 = GridSpec(h20, w20, t * t.scale(OUTPUT_FACTOR, OUTPUT_FACTOR), scene.crs)
+    f = OUTPUT_FACTOR * CELL
+    grid100 = GridSpec(math.ceil(h20 / CELL), math.ceil(w20 / CELL), t * t.scale(f, f), scene.crs)
+    return grid20, grid100
+
+
+def _input_names(source: InputSpec) -> list[str]:
+    return [str(source)] if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__") else [str(s) for s in source]
+
+
+class Networks:
+    """Where predict_scene gets its network: `load` reads the model on a device and checks that it maps both tasks
+    and that its card fits the engine's contract; `runner` wraps it in its traced call (NetworkRunner). Both
+    happen once per scene; a caller mapping many scenes in one process passes a subclass that keeps them
+    (core.cluster.run.CachedNetworks)."""
+
+    def load(self, model_path: Optional[str], device: str) -> Any:
+        import tensorflow as tf
+
+        from ..network.saving import load_model
+
+        with tf.device(device):
+            loaded = load_model(model_path)
+        if not (loaded.has_hse and loaded.has_lcz):
+            have = "HSE" if loaded.has_hse else "LCZ"
+            raise UrbanMTLError(
+                f"The model '{loaded.path}' predicts only {have}, but mapping a scene needs both HSE and LCZ. Use "
+                f"a multitask model (variant mtl_*), e.g. the bundled one."
+            )
+        check_card(loaded.card, f"The model '{loaded.path}'")
+        return loaded
+
+    def runner(self, loaded: Any, device: str) -> NetworkRunner:
+        return NetworkRunner(loaded.network, device)
+
+
+def _check_exports(plan: Any, inputs: list[str], umep_path: Optional[str], w2w_path: Optional[str],
+                   majority: int, overwrite: bool) -> None:
+    """core.export.check_exports, after this one: no export may be another output of the run or an input file."""
+    taken = {os.path.realpath(str(p)): what for p, what in ((plan.hse, "the HSE map"),
+                                                             (plan.confidence, "the confidence map"),
+                                                             (plan.stats, "the statistics table")) if p}
+    taken.update({os.path.realpath(p): "an input file" for p in inputs})
+    for export in (umep_path, w2w_path):
+        if export and os.path.realpath(export) in taken:
+            raise UrbanMTLError(f"The export '{export}' would replace {taken[os.path.realpath(export)]}. Choose "
+                                f"another file name.")
+    check_exports(plan.lcz, umep_path, w2w_path, majority, overwrite)
+
+
+def _say_exports(exports: dict, say: Callable[[str], None]) -> None:
+    if exports.get("majority"):
+        size = exports["majority"]
+        say(f"Majority filter {size}x{size}: {exports['changed_cells']} cell(s) of the LCZ map changed class (the "
+            f"area statistics count the filtered map; the confidence map keeps the network's probability of its "
+            f"own class there).")
+    written = [exports[k] for k in ("umep", "w2w") if exports.get(k)]
+    if written:
+        say(f"Wrote {', '.join(written)}.")
+
+
+# --- the steps of predict_scene ---
+
+
+def _say_opened(lock: OutputLock, scene: Scene, say: Callable[[str], None]) -> None:
+    """Say the notes of the output lock and of the scene."""
+    for text in lock.notes + scene.messages:
+        say(text)
+    if lock.stale_removed:
+        say(f"Removed {len(lock.stale_removed)} temporary file(s) that an earlier, stopped run left beside "
+            f"the outputs: {', '.join(p.name for p in lock.stale_removed)}.")
+
+
+def _model_and_layout(scene: Scene, model_path: Optional[str], options: PredictOptions, networks: Networks,
+                      say: Callable[[str], None]) -> tuple[str, Any, PredictOptions, TileLayout]:
+    """(device, loaded model, options with the model's tiling, tile layout) of a run, and the line saying them.
+    A scene with no valid pixel is refused first."""
+    if not scene.has_valid_pixels():
+        raise UrbanMTLError(
+            f"The input {scene.name} has no valid pixel in the area to map (every pixel is nodata or 0 in all "
+            f"bands). Check the extent, the file's nodata value, or choose another scene."
+        )
+    device = select_device(options.device)
+    with signals_deferred():             # Keras builds the network through TensorFlow's C++
+        loaded = networks.load(model_path, device)
+    options = resolve_tiling(options, loaded.card)
+    layout = make_layout(scene.height, scene.width, options.tile_size, options.overlap, options.scheme)
+    say(f"Scene: {scene.width} x {scene.height} pixels at 10 m ({scene.width * scene.height * scene.pixel_area_m2 / 1e6:.2f} km2); "
+        f"{len(layout)} tiles of {layout.tile_width} x {layout.tile_height} px, scheme '{options.scheme}'"
+        + (f", overlap {options.overlap}" if options.scheme == "blend" else "")
+        + f"; batch {options.batch_size} on {device.strip('/').split(':')[0]}; model {loaded.path}.")
+    return device, loaded, options, layout
+
+
+def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, options: PredictOptions, plan: Any,
+               lock: OutputLock, networks: Networks, progress: Optional[Callable[[float], None]],
+               is_cancelled: Optional[Callable[[], bool]], keep_cells: bool = False
+               ) -> tuple[ClassStats, StripAccumulator]:
+    """Run every tile into the outputs and commit them: (the LCZ class statistics, the accumulator). keep_cells:
+    the statistics keep their per-cell values, to be recounted after a majority filter (_recount)."""
+    grid20, grid100 = _grids(scene)
+    stats = ClassStats(keep_cells=(grid100.height, grid100.width) if keep_cells else None)
+    tags = {"SOFTWARE": f"urbanmtl {__version__}", "URBANMTL_INPUT": scene.name,
+            "URBANMTL_MODEL": str(loaded.path), "URBANMTL_SCHEME": options.scheme,
+            "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap)}
+    with OutputSet(plan, grid20, grid100, cog=options.cog, tags=tags, lock=lock) as out:
+        accumulator = StripAccumulator(layout, out, scene.pixel_area_m2, stats)
+        runner = networks.runner(loaded, device)
+        try:
+            run_tiles(scene, layout, runner, accumulator, options.batch_size, progress, is_cancelled)
+        except READ_ERRORS as exc:   # outputs raise OutputError, so this is the input failing mid-way
+            raise damaged_input_error(scene.name, exc) from None
+        out.commit(stats.rows())
+    return stats, accumulator
+
+
+def _export(plan: Any, stats: ClassStats, umep_path: Optional[str], w2w_path: Optional[str], majority: int,
+            overwrite: bool, say: Callable[[str], None]) -> tuple[list[dict], dict]:
+    """The LCZ exports (core.export.export_lcz) of a written map: (the class rows, recounted after a majority
+    filter, and what export_lcz did). A stop signal waits for them (a 100 m map: a fraction of a second)."""
+    with critical_section(f"{plan.lcz} and its exports are written."):
+        exports = export_lcz(plan.lcz, umep_path, w2w_path, majority, overwrite=overwrite)
+        rows = _recount(plan, stats) if majority else stats.rows()
+    _say_exports(exports, say)
+    return rows, exports
+
+
+def _recount(plan: Any, stats: ClassStats) -> list[dict]:
+    """The class rows of the majority-filtered LCZ map (read back from plan.lcz), also written over the
+    statistics CSV when there is one, so that the table describes the map the user gets."""
+    import rasterio
+
+    with rasterio.open(plan.lcz) as ds:
+        rows = stats.recount(ds.read(1)).rows()
+    if plan.stats:
+        with atomic_write(plan.stats, fsync=True) as tmp:
+            write_stats_csv(tmp, rows)
+    return rows
+
+
+def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confidence_path: Optional[str] = None,
+                  stats_path: Optional[str] = None, model_path: Optional[str] = None,
+                  options: Optional[PredictOptions] = None,
+                  progress: Optional[Callable[[float], None]] = None,
+                  is_cancelled: Optional[Callable[[], bool]] = None,
+                  log: Optional[Callable[[str], None]] = None, umep_path: Optional[str] = None,
+                  w2w_path: Optional[str] = None, majority: int = 0,
+                  networks: Optional[Networks] = None) -> PredictResult:
+    """Predict HSE density and LCZ for a scene and write the outputs.
+
+    input_path: a raster, a SAFE folder/.zip, a folder of band files, a glob pattern, or a list of band files.
+    Outputs: hse_path float32 0..1 at 20 m (nodata -1); lcz_path uint8 codes 1..17 at 100 m (0 = nodata,
+    colour table and category names); confidence_path float32 winning probability at 100 m (nodata -1);
+    stats_path CSV of per-class cells, area and mean HSE. All grids share the scene's upper-left corner;
+    a partial last pixel/cell is included. A 20 m pixel or 100 m cell is valid when at least half of its
+    10 m input pixels are valid. progress gets percent 0..100; is_cancelled is checked between batches
+    (then Cancelled is raised and nothing is written); log gets each message; networks gives the network
+    (default: Networks(), the model loaded for this run).
+    Exports (core.outputs.export, checked before any work, applied once the LCZ map is written): majority = 3 or 5
+    majority-filters the LCZ map in place; umep_path and w2w_path get its UMEP-coded and w2w (EPSG:4326) copies.
+    """
+    start = time.perf_counter()
+    options = options or PredictOptions()
+    networks = networks or Networks()
+    messages: list[str] = []
+
+    def say(text: str) -> None:
+        messages.append(text)
+        if log is not None:
+            log(text)
+
+    validate_options(options)
+    plan = plan_outputs(hse_path, lcz_path, confidence_path, stats_path, overwrite=options.overwrite,
+                        inputs=_input_names(input_path))
+    exporting = bool(umep_path or w2w_path or majority)
+    if exporting:
+        _check_exports(plan, _input_names(input_path), umep_path, w2w_path, majority, options.overwrite)
+    # The output names are locked for the whole run: a second run writing any of them is refused at once.
+    with OutputLock(plan) as lock, open_scene(
+            input_path, bands=options.bands, extent=options.extent, extent_crs=options.extent_crs,
+            offset=options.offset) as scene:
+        _say_opened(lock, scene, say)
+        check_outputs_apart(plan, scene.files)
+        device, loaded, options, layout = _model_and_layout(scene, model_path, options, networks, say)
+        stats, accumulator = _map_tiles(scene, layout, loaded, device, options, plan, lock, networks, progress,
+                                        is_cancelled, keep_cells=bool(majority))
+        if exporting:   # still under the output lock
+            rows, exports = _export(plan, stats, umep_path, w2w_path, majority, options.overwrite, say)
+        else:
+            rows, exports = stats.rows(), {}
+        warped = scene.warped
+        valid_share = accumulator.valid_pixels / (scene.height * scene.width)
+    seconds = time.perf_counter() - start
+    say(f"Wrote {plan.hse}, {plan.lcz}" + (f", {plan.confidence}" if plan.confidence else "")
+        + (f", {plan.stats}" if plan.stats else "") + f" in {seconds:.1f} s ({100 * valid_share:.1f} % of the "
+        f"scene's pixels valid).")
+    return PredictResult(
+        hse_path=str(plan.hse), lcz_path=str(plan.lcz),
+        confidence_path=str(plan.confidence) if plan.confidence else None,
+        stats_path=str(plan.stats) if plan.stats else None,
+        stats=rows, seconds=seconds, warped=warped, messages=messages, exports=exports, tiles=len(layout),
+    )
