@@ -1,5 +1,5 @@
 """Benchmark of `python -m core.batch`: N real scenes mapped on a LocalCluster of 1, 2 and 4 workers, against a
-plain loop over core.predict.predict_scene in this one process. Prints one table, all figures from this run.
+plain loop over core.mapping.predict.predict_scene in this one process. Prints one table, all figures from this run.
 
 Run by hand from the repository root (it takes minutes; nothing else should run on the machine meanwhile):
 

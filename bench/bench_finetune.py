@@ -16,11 +16,11 @@ with the teacher's classes translated through REMAP: a user who disagrees with t
    it holds out 30 % of them itself and scores start model, fine-tuned model and random forest on those
    (accuracy.json, "held-out polygons").
 3. The run's map (RUN/maps/lcz_final.tif: its model, trained on all west squares, as a user maps with it) and the
-   random forest's (core.forest) trained on all west squares; with the start model's map (RUN/maps/
+   random forest's (core.finetuning.forest) trained on all west squares; with the start model's map (RUN/maps/
    lcz_before.tif) and the teacher's (its 20 m probabilities averaged per 100 m cell), scored on the kept-back
    east squares (100 m cells whose centre lies inside one) and on every east-half cell the reference has a class
    for: OA, OA_bu, per-class F1, and for the squares the 95 % ranges of a bootstrap over them (within class,
-   core.accuracy). --half east swaps the halves.
+   core.evaluation.accuracy). --half east swaps the halves.
 Prints one block per case and writes OUT/CASE/LABEL.json; the squares are kept in OUT/CASE/ and reused.
 """
 

@@ -6,7 +6,7 @@ Run by hand from the repository root:
     .venv/bin/python bench/bench_inference.py --sizes 1024 4096 10980 # the full table (hours on 2 CPU cores)
 
 Methods, each run in its own child process so its peak RSS (the kernel's high-water mark) is its own:
-  blend    core.predict.predict_scene, overlapping tiles with smooth blending weights (this project)
+  blend    core.mapping.predict.predict_scene, overlapping tiles with smooth blending weights (this project)
   authors  the same engine with scheme="authors" (four diagonal offsets, no overlap, averaged)
   patch    the patch-wise peer: the So2Sat LCZ42 ResNet20 (../shared/teachers) on one 32 x 32 patch per
            100 m cell, centred on the cell, batched; LCZ only (that network has no HSE output)

@@ -8,4 +8,6 @@ Entry points, above every package: the command lines core.predict, core.train, c
 core.finetune, core.batch, and the QGIS plugin's engine processes core.worker and core.finetune_worker.
 """
 
-__version__ = "0.1.0"
+from .common import __version__
+
+__all__ = ["__version__"]

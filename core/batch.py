@@ -1,4 +1,4 @@
-"""Map many Sentinel-2 scenes on a Dask cluster: one task per scene, each running core.predict.predict_scene.
+"""Map many Sentinel-2 scenes on a Dask cluster: one task per scene, each running core.mapping.predict.predict_scene.
 
     python -m core.batch INPUT... --out-dir DIR [--scheduler tcp://host:8786] [--workers N]
         [--threads-per-worker N] [--model M] [--overwrite] [--device auto|cpu|gpu] [--tile-size ...] ...

@@ -1,4 +1,4 @@
-"""Fine-tuning as a child process: runs core.finetune.finetune and reports in JSON lines on stdout, with the
+"""Fine-tuning as a child process: runs core.finetuning.run.finetune and reports in JSON lines on stdout, with the
 protocol, stop handling and exit codes of core.worker (the QGIS algorithm urbanmtl:train_from_polygons starts it):
 
     python -m core.finetune_worker PARAMS.json [--watch-stdin]

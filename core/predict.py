@@ -99,7 +99,7 @@ def _stop(signum, frame) -> None:
     """Raise Interrupted where that unwinds cleanly: in urbanmtl's own Python code. Interrupted inside a library
     (TensorFlow's C++ calling back into Python, rasterio's Cython checking a dtype), the exception comes out as
     another error or as an 'Exception ignored' traceback; there the stop is only recorded, and the next batch
-    (_raise_if_stopped, between batches) or the end of a deferring section (core.signals) raises it."""
+    (_raise_if_stopped, between batches) or the end of a deferring section (core.common.signals) raises it."""
     global _stop_received
     _stop_received = signum
     if defer_signal(signum):      # outputs are being renamed, or a batch is in TensorFlow: stop right after

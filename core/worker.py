@@ -1,4 +1,4 @@
-"""The mapping engine as a child process: runs core.predict.predict_scene and reports in JSON lines on stdout.
+"""The mapping engine as a child process: runs core.mapping.predict.predict_scene and reports in JSON lines on stdout.
 
 The QGIS plugin never imports TensorFlow into the QGIS process (where it clashes with the OpenGL driver's
 LLVM, see README.md, "Mapping a scene"); it starts this module with a Python that has TensorFlow instead:
@@ -8,7 +8,7 @@ LLVM, see README.md, "Mapping a scene"); it starts this module with a Python tha
 PARAMS.json holds {"input": path or [paths], "hse": path, "lcz": path, "confidence": path or null,
 "stats": path or null, "model": path or null, "umep": path or null, "w2w": path or null, "majority": 0, 3 or 5,
 "options": {PredictOptions fields}}; the same parameters can be given as flags instead (`python -m core.worker
---help`). umep, w2w and majority are the LCZ exports of core.export (see core.predict --umep). Every line
+--help`). umep, w2w and majority are the LCZ exports of core.outputs.export (see core.predict --umep). Every line
 written to stdout is one JSON object with an "event":
 
 - {"event": "ready", "python": ..., "tensorflow": "2.19.0", "device": "CPU"}: the engine is loaded;
@@ -20,7 +20,7 @@ written to stdout is one JSON object with an "event":
 - {"event": "error", "kind": "user" | "missing" | "cancelled" | "internal", "message": "...",
   "module": name (kind "missing" only), "detail": traceback (kind "internal" only)}.
 
-Expected errors (core.errors.UrbanMTLError) are reported by their message alone, never a traceback. Anything
+Expected errors (core.common.errors.UrbanMTLError) are reported by their message alone, never a traceback. Anything
 else the engine or a library prints (TensorFlow's C++ log, Python warnings) goes to stderr, never stdout.
 SIGTERM (the plugin's Cancel) or, with --watch-stdin, the end of stdin (the parent closed it or died) stop
 the run as soon as Python regains control: a network call in progress finishes first, and renaming the
@@ -48,7 +48,7 @@ from .common.signals import defer_signal
 from .common.spec import DEVICES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_MISSING, EXIT_CANCELLED = 0, 1, 2, 3, 130
-#: Fields of core.predict.PredictOptions a PARAMS file may set.
+#: Fields of core.mapping.predict.PredictOptions a PARAMS file may set.
 OPTION_FIELDS = ("bands", "extent", "extent_crs", "tile_size", "overlap", "batch_size", "device", "overwrite",
                  "cog", "scheme", "offset")
 
@@ -130,7 +130,7 @@ def read_params(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m core.worker",
-        description="Run one urbanmtl mapping (core.predict.predict_scene) and report progress, messages and the "
+        description="Run one urbanmtl mapping (core.mapping.predict.predict_scene) and report progress, messages and the "
                     "result as JSON lines on stdout (the QGIS plugin's engine process).",
     )
     p.add_argument("params", nargs="?", help="JSON file with input, hse, lcz, confidence, stats, model, options")
@@ -241,7 +241,7 @@ def serve(job: Callable[[threading.Event], int], channel: Channel, watch_stdin: 
         channel.send("error", kind="cancelled", message=message)
         return EXIT_CANCELLED
     except UrbanMTLError as exc:
-        # core.predict.Cancelled is an UrbanMTLError too: the run stopped between two batches.
+        # core.mapping.accumulate.Cancelled is an UrbanMTLError too: the run stopped between two batches.
         kind = "cancelled" if type(exc).__name__ == "Cancelled" else "user"
         channel.send("error", kind=kind, message=str(exc))
         return EXIT_CANCELLED if kind == "cancelled" else EXIT_USER

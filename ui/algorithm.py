@@ -4,7 +4,7 @@ TensorFlow never enters the QGIS process (see ui/engine.py for why): the paramet
 `python -m core.worker` in a Python that has TensorFlow (ui.run_engine), and its JSON lines come back as
 progress, log messages and the result. This module holds the algorithm's parameters and what it does with
 them; its help text is ui.help, the input layer's bands and file ui.layers. It imports only light engine
-modules (core.spec, the contract; core.bands), never TensorFlow.
+modules (core.common.spec, the contract; core.common.bands), never TensorFlow.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
                         hse_path: str, lcz_path: str, confidence_path: Optional[str], umep_path: Optional[str],
                         w2w_path: Optional[str]) -> None:
         """Layer names after the input layer's; styles for the maps. The exports carry their own colour table and
-        class names (core.export): they only get a layer name."""
+        class names (core.outputs.export): they only get a layer name."""
         names = {styles.HSE: self.tr("HSE density - {name}"), styles.LCZ: self.tr("LCZ - {name}"),
                  styles.CONFIDENCE: self.tr("LCZ confidence - {name}")}
         names = {kind: text.format(name=input_name) for kind, text in names.items()}

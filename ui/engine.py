@@ -37,7 +37,7 @@ class EngineCancelled(EngineError):
 # --- files a stopped run leaves behind ---
 
 #: core.outputs names: '.<name>.urbanmtl-lock' beside each output while a run writes it (LOCK_SUFFIX), and its
-#: temporaries (temporary_pattern): both from core.spec.
+#: temporaries (temporary_pattern): both from core.common.spec.
 
 
 def temporary_files(final: str, since: float = 0.0) -> list[Path]:

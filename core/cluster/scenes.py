@@ -26,12 +26,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-# The patterns core.raster recognises band files and product metadata by: one definition of each.
+# The patterns core.inputs.scene recognises band files and product metadata by: one definition of each.
 from ..common.atomic import atomic_write
 from ..common.bands import BAND_FILE_RE as _BAND_FILE_RE, PRODUCT_XML_RE as _PRODUCT_XML_RE
 from ..common.errors import Interrupted, UrbanMTLError
 
-if TYPE_CHECKING:  # core.predict loads TensorFlow
+if TYPE_CHECKING:  # for the type hints only
     from ..mapping.predict import PredictOptions
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".zip")

@@ -4,4 +4,7 @@ user (errors), atomic file writes (atomic) and stop signals deferred through cri
 
 from .errors import InputError, Interrupted, OutputError, UrbanMTLError
 
-__all__ = ["InputError", "Interrupted", "OutputError", "UrbanMTLError"]
+#: The engine's version (the plugin's is metadata.txt's).
+__version__ = "0.1.0"
+
+__all__ = ["InputError", "Interrupted", "OutputError", "UrbanMTLError", "__version__"]

@@ -3,7 +3,7 @@
 A rename within one folder is atomic: readers see the old file or the new one, never half of one, and a run
 killed mid-write leaves the previous file in place. `atomic_write` is the helper for one file (and the sidecars
 GDAL writes beside it); `replace_file` is the rename itself, for writers that commit several files together
-(core.output_writer.OutputSet).
+(core.outputs.writer.OutputSet).
 """
 
 from __future__ import annotations

@@ -39,10 +39,10 @@ LAYOUT_BY_COUNT: dict[int, str] = {13: "L1C", 12: "L2A", 10: "MODEL"}
 #: least 10 on 253 crops of the L1C scene.
 CIRRUS_CONTRAST = 0.6
 
-#: DN scale of Sentinel-2 L1C/L2A products (core.spec.DN_SCALE, as a float): reflectance = (DN + offset) / 10000.
+#: DN scale of Sentinel-2 L1C/L2A products (core.common.spec.DN_SCALE, as a float): reflectance = (DN + offset) / 10000.
 QUANTIFICATION_VALUE = float(DN_SCALE)
 
-#: Offset of products of processing baseline 04.00 and later (RADIO_ADD_OFFSET / BOA_ADD_OFFSET; core.spec's
+#: Offset of products of processing baseline 04.00 and later (RADIO_ADD_OFFSET / BOA_ADD_OFFSET; core.common.spec's
 #: BASELINE_OFFSET, as a float).
 BASELINE_04_OFFSET = float(BASELINE_OFFSET)
 

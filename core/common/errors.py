@@ -15,7 +15,7 @@ class UrbanMTLError(Exception):
 
 class InputError(UrbanMTLError):
     """The input cannot be mapped: unreadable, damaged, incomplete, or holding values that are not Sentinel-2
-    DN or reflectance (core.input_checks)."""
+    DN or reflectance (core.inputs.checks)."""
 
 
 class OutputError(UrbanMTLError):

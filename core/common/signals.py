@@ -1,7 +1,7 @@
 """Deferring stop signals: renaming the outputs into place, or a call into native code, is not interrupted half-way.
 
 The CLI's signal handler asks defer_signal first: inside a critical section the signal is remembered and raised
-as Interrupted when the section ends (core.output_writer.OutputSet.commit renames inside one; signals_deferred
+as Interrupted when the section ends (core.outputs.writer.OutputSet.commit renames inside one; signals_deferred
 wraps a TensorFlow batch).
 """
 

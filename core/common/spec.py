@@ -5,7 +5,7 @@ light engine modules (core.tiling) can use them without loading TensorFlow. `che
 model's card with this contract and refuses, in one message, a model the engine cannot honour.
 
 Input: MODEL_BANDS, in this order, on a 10 m grid, reflectance = (DN + offset) / DN_SCALE (the offset rule
-lives in core.bands / core.input_metadata; its values are here). Outputs: HSE density at 20 m (OUTPUT_FACTOR
+lives in core.common.bands / core.inputs.metadata; its values are here). Outputs: HSE density at 20 m (OUTPUT_FACTOR
 input pixels per axis) and LCZ probabilities at 20 m, mapped to 100 m cells of CELL x CELL 20 m pixels.
 """
 
@@ -26,7 +26,7 @@ INPUT_GSD_M = 10
 #: DN scale of Sentinel-2 L1C/L2A products: reflectance = (DN + offset) / DN_SCALE.
 DN_SCALE = 10000
 #: DN offset of products of processing baseline OFFSET_BASELINE and later (0 before); the rule is applied in
-#: core.bands.offset_for_baseline and core.input_metadata.
+#: core.common.bands.offset_for_baseline and core.inputs.metadata.
 BASELINE_OFFSET = -1000
 OFFSET_BASELINE = "04.00"
 #: Input nodata rule: a 10 m pixel is nodata when it holds the file's nodata value or 0 in every band. A 20 m
@@ -49,11 +49,11 @@ NUM_CLASSES = 17
 OUTPUT_NAMES: tuple[str, ...] = ("hse", "lcz", "confidence", "stats")
 RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 STATS_SUFFIX = ".csv"
-#: Beside each output while a run writes it: '.<name>' + LOCK_SUFFIX (core.output_lock; ui.engine cleans up).
+#: Beside each output while a run writes it: '.<name>' + LOCK_SUFFIX (core.outputs.lock; ui.engine cleans up).
 LOCK_SUFFIX = ".urbanmtl-lock"
 #: While a run writes an output `<stem><suffix>` it writes the hidden temporary '.<stem>.<TEMPORARY_HEX_DIGITS
 #: hex digits>' + TEMPORARY_MARK + '<suffix>' beside it (a COG conversion adds '.cog' before the suffix; GDAL may
-#: keep '.aux.xml' beside either). core.temporaries names and cleans them; ui.engine cleans up after a killed run.
+#: keep '.aux.xml' beside either). core.outputs.temporaries names and cleans them; ui.engine cleans up after a killed run.
 TEMPORARY_MARK = ".tmp"
 TEMPORARY_HEX_DIGITS = 8
 #: Nodata of the outputs: HSE and confidence (float32) and LCZ codes (uint8).

@@ -6,7 +6,7 @@ Usage::
     datasets = open_datasets("scene.yaml", patch_size=128)          # or "so2sat:/data/training.h5"
     train, val = datasets[0].split(val_fraction=0.2, seed=0)
     for x, y in iterate_batches([train], 8, training=True, seed=0, epoch=0):
-        x["image"]  # (B, 128, 128, 10) float32 reflectance, MODEL_BANDS order, nodata filled (core.fill)
+        x["image"]  # (B, 128, 128, 10) float32 reflectance, MODEL_BANDS order, nodata filled (core.inputs.fill)
         y["hse"]    # (B, 64, 64, 1) float32 0..1 at 20 m, NaN = no reference
         y["lcz"]    # (B, 128, 128, 17) float32 probabilities at 10 m, all-zero row = no reference
 

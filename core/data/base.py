@@ -3,7 +3,7 @@
 A sample is three float32 arrays of one square patch of side P (a multiple of 8) at 10 m:
 
 - ``image``: (P, P, 10) reflectance in MODEL_BANDS order, (DN + offset) / 10000; image nodata pixels are
-  filled from their valid neighbours (`core.fill`), exactly as the inference reader fills them.
+  filled from their valid neighbours (`core.inputs.fill`), exactly as the inference reader fills them.
 - ``hse``: (P/2, P/2, 1) HSE density 0..1 on the 20 m grid aligned with the image (20 m pixel (i, j) covers
   image pixels 2i..2i+1, 2j..2j+1); NaN = no reference (reference nodata, image nodata, or no HSE at all).
 - ``lcz``: (P, P, 17) LCZ class probabilities at 10 m, channel k-1 = LCZ k, each row summing to 1 (one-hot or
@@ -97,7 +97,7 @@ def apply_image_nodata(
     image: np.ndarray, hse: np.ndarray, lcz: np.ndarray, nodata: np.ndarray, fill: bool = True
 ) -> None:
     """In place: image nodata pixels drop out of `lcz` (zero rows) and of `hse`, and (with `fill`) are filled
-    from their valid neighbours in `image` as the inference reader fills them (`core.fill.fill_invalid`).
+    from their valid neighbours in `image` as the inference reader fills them (`core.inputs.fill.fill_invalid`).
 
     image (B, P, P, 10), hse (B, P/2, P/2, 1), lcz (B, P, P, 17), nodata (B, P, P) bool. A 20 m HSE pixel loses
     its reference when any of its four image pixels is nodata: its density would describe pixels the

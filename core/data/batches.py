@@ -104,17 +104,9 @@ def iterate_batches(
         position[owner] += 1
         ds, ds_rng = datasets[owner], rngs[owner]
         image, hse, lcz = ds.read_units(units, training, ds_rng)
-        if training and augment:
+        if training:
             assert ds_rng is not None
-            ks = ds_rng.integers(0, NUM_TRANSFORMS, size=image.shape[0])
-            for i, k in enumerate(ks):
-                image[i], hse[i], lcz[i] = augment_sample(image[i], hse[i], lcz[i], int(k))
-        if training and spectral_jitter > 0:
-            assert ds_rng is not None
-            image = apply_jitter(image, float(spectral_jitter), ds_rng)
-        if training and atmosphere > 0:
-            assert ds_rng is not None
-            image = apply_atmosphere(image, float(atmosphere), ds_rng)
+            image = _augmented(image, hse, lcz, ds_rng, augment, float(spectral_jitter), float(atmosphere))
         yield {"image": image}, {"hse": hse, "lcz": lcz}
 
 
@@ -173,12 +165,20 @@ def _mixed_batches(datasets: Sequence[Dataset], plans: list[list], rngs: list, r
         image = np.stack([p[0] for p in parts])
         hse = np.stack([p[1] for p in parts])
         lcz = np.stack([p[2] for p in parts])
-        if augment:
-            ks = rng.integers(0, NUM_TRANSFORMS, size=image.shape[0])
-            for i, k in enumerate(ks):
-                image[i], hse[i], lcz[i] = augment_sample(image[i], hse[i], lcz[i], int(k))
-        if spectral_jitter > 0:
-            image = apply_jitter(image, spectral_jitter, rng)
-        if atmosphere > 0:
-            image = apply_atmosphere(image, atmosphere, rng)
+        image = _augmented(image, hse, lcz, rng, augment, spectral_jitter, atmosphere)
         yield {"image": image}, {"hse": hse, "lcz": lcz}
+
+
+def _augmented(image: np.ndarray, hse: np.ndarray, lcz: np.ndarray, rng: np.random.Generator, augment: bool,
+               spectral_jitter: float, atmosphere: float) -> np.ndarray:
+    """A training batch augmented: a flip/rotation per sample (labels transformed in place with it), then the
+    spectral jitter and the atmosphere on the image; returns the image."""
+    if augment:
+        ks = rng.integers(0, NUM_TRANSFORMS, size=image.shape[0])
+        for i, k in enumerate(ks):
+            image[i], hse[i], lcz[i] = augment_sample(image[i], hse[i], lcz[i], int(k))
+    if spectral_jitter > 0:
+        image = apply_jitter(image, spectral_jitter, rng)
+    if atmosphere > 0:
+        image = apply_atmosphere(image, atmosphere, rng)
+    return image

@@ -5,7 +5,7 @@ Manifest schema (YAML or JSON mapping; relative paths are relative to the manife
     name: berlin_2017            # optional; default: the manifest's file name without suffix
     image: S2_T33UUU.tif         # required: any GDAL raster (GeoTIFF, VRT, ...) holding the Sentinel-2 bands
     bands: [B1, B2, ..., B12]    # optional: the name of every band in file order
-    layout: L1C                  # optional: L1C, L2A, EUROSAT or MODEL (see core.bands.LAYOUTS)
+    layout: L1C                  # optional: L1C, L2A, EUROSAT or MODEL (see core.common.bands.LAYOUTS)
     offset: 0                    # optional DN offset: reflectance = (DN + offset) / scale; -1000 for
                                  #   processing baseline >= 04.00; default: from the file's metadata, else 0
     scale: 10000                 # optional; use 1 for a raster that already holds reflectance

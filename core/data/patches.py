@@ -18,7 +18,7 @@ Formats (datasets inside the HDF5 file; N patches of S x S pixels at 10 m, S a m
   = HSE x 255 at 10 m, averaged over 2x2 to 20 m; ``eurosat_class`` int (N,) indexing the ``class_names``
   attribute (human scene labels, see `Dataset.patch_labels`).
 
-Image nodata (any band non-finite, or all bands 0) is filled from its valid neighbours (core.fill) and drops out
+Image nodata (any band non-finite, or all bands 0) is filled from its valid neighbours (core.inputs.fill) and drops out
 of both references.
 """
 

@@ -99,7 +99,7 @@ class SceneDataset(Dataset):
     # --- files ---
 
     def _image(self) -> Scene:
-        """The image opened by the engine's reader (`core.raster.open_scene`): band mapping, DN offset and
+        """The image opened by the engine's reader (`core.inputs.scene.open_scene`): band mapping, DN offset and
         scale, nodata and its filling are decided there, for training exactly as for mapping. Manifest keys
         (bands/layout, offset, scale, nodata) override what the reader would find by itself."""
         if self._scene is None:
@@ -149,7 +149,7 @@ class SceneDataset(Dataset):
     # --- sampling ---
 
     def __len__(self) -> int:
-        if self.epoch_windows is not None:   # set by core.train_data.balance_scenes
+        if self.epoch_windows is not None:   # set by core.training.datasets.balance_scenes
             return self.epoch_windows
         by_area = max(1, math.ceil(self.area_px() / self.patch_size ** 2))
         centres = self._polygon_centres()

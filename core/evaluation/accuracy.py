@@ -7,9 +7,9 @@ shares pixels with what the model was trained on. Metrics (from the 17x17 confus
 - `oa`: overall accuracy; `kappa`: Cohen's kappa; `aa`: mean recall over the classes present;
 - `oa_u`: accuracy over the urban classes 1-10 only (correct cells in reference rows 1-10 / all cells in those rows);
 - `oa_bu`: built (1-10) versus natural (A-G) only, confusion inside each group ignored (the LCZ Generator's
-  definition; `oa_bu_without_e` leaves E out, as core.metrics and Qiu et al. do);
+  definition; `oa_bu_without_e` leaves E out, as core.evaluation.metrics and Qiu et al. do);
 - `oa_w`: weighted accuracy, sum(W * CM) / sum(CM) with the similarity matrix W of Bechtel et al. (2017)
-  (core.lcz.WA_MATRIX), as the LCZ Generator;
+  (core.common.lcz.WA_MATRIX), as the LCZ Generator;
 - `f1`: per class, 2 TP / (row total + column total); `confusion`: the counts.
 """
 
@@ -247,7 +247,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 
 
 def write_report(result: dict[str, Any], path: str | Path) -> Path:
-    """A self-contained HTML page (no external file) of an accuracy result (see core.finetune)."""
+    """A self-contained HTML page (no external file) of an accuracy result (see core.finetuning.run)."""
     split, settings = result["split"], result.get("settings", {})
     refit = settings.get("refit")
     tested = settings.get("tested_model") if refit else None

@@ -43,7 +43,7 @@ def confusion_matrix(reference: np.ndarray, prediction: np.ndarray, num_classes:
             bad = codes[(codes < 0) | (codes > num_classes)].ravel()[0]
             raise UrbanMTLError(
                 f"The LCZ {what} holds the code {bad:g}, outside 0..{num_classes}. Map WUDAPT codes 101..107 "
-                f"with core.lcz.normalize_codes and use 0 for pixels without a class."
+                f"with core.common.lcz.normalize_codes and use 0 for pixels without a class."
             )
     ref = reference.astype(np.int64).ravel()
     pred = prediction.astype(np.int64).ravel()
@@ -57,7 +57,7 @@ def _check_lcz_cm(cm: np.ndarray) -> np.ndarray:
     if cm.shape != (NUM_CLASSES, NUM_CLASSES):
         raise UrbanMTLError(
             f"An LCZ confusion matrix must be {NUM_CLASSES}x{NUM_CLASSES} (codes 1..{NUM_CLASSES}); got "
-            f"{cm.shape}. Build it with core.metrics.confusion_matrix."
+            f"{cm.shape}. Build it with core.evaluation.metrics.confusion_matrix."
         )
     if np.any(cm < 0):
         raise UrbanMTLError("The LCZ confusion matrix holds negative counts; it must count pixels.")
@@ -81,7 +81,7 @@ def lcz_metrics(cm: np.ndarray) -> dict[str, Any]:
     - `oa`: overall accuracy, trace / n.
     - `kappa`: Cohen's Kappa (None if undefined: one class only, all correct).
     - `aa`: average accuracy = mean recall over the classes present in the reference.
-    - `wa`: weighted accuracy sum(W * CM) / sum(CM) with the similarity matrix core.lcz.WA_MATRIX.
+    - `wa`: weighted accuracy sum(W * CM) / sum(CM) with the similarity matrix core.common.lcz.WA_MATRIX.
     - `oa_urb`: OA within the built reference classes 1-10 (correct in those rows / all pixels in those rows);
       None if the reference has no built pixel.
     - `oa_bu`: OA of built (1-10) versus natural (A, B, C, D, F, G); pixels whose reference or prediction
@@ -244,7 +244,7 @@ def upsample_codes(codes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class MetricAccumulator:
     """Streams batches into confusion matrices and error sums; never keeps the pixels.
 
-    Batch conventions (core.data and core.inference.predict_batch):
+    Batch conventions (core.data and core.network.inference.predict_batch):
     - y = {"hse": (B, H/2, W/2, 1) fractions, NaN = no reference; "lcz": (B, H, W, 17) probabilities at 10 m,
       an all-zero row = no reference}; either key may be missing.
     - pred = {"hse": (B, H/2, W/2) or (B, H/2, W/2, 1) fractions; "lcz": (B, H/2, W/2, 17) probabilities at 20 m}.

@@ -148,7 +148,7 @@ def _draw_confusion(lcz: dict[str, Any], model_path: Path, png: str | os.PathLik
 
 def score(loaded: Any, opened: Sequence[tuple[str, Any]], *, batch_size: int = 8, hse_threshold: float = 0.5,
           progress: bool = False) -> dict[str, Any]:
-    """Metrics of a loaded model (core.model.LoadedModel) over (spec, Dataset) pairs, each dataset read once.
+    """Metrics of a loaded model (core.network.model.LoadedModel) over (spec, Dataset) pairs, each dataset read once.
 
     The engine of `evaluate`, also used by training for the card of its final model (on the validation
     split) and by bench/table1.py. Returns the dict `evaluate` documents, without writing anything.

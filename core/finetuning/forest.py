@@ -3,13 +3,13 @@ statistics (Demuzere et al. 2021, "LCZ Generator: a web application to create Lo
 in Environmental Science 9; Bechtel et al. 2015 for the WUDAPT protocol it follows).
 
 Features of a 100 m cell (the scene's 100 m grid, the one the network's LCZ map uses): for each of the model's 10
-Sentinel-2 bands, read by the engine's reader (core.raster: band mapping, DN offset and scale), the mean and the
+Sentinel-2 bands, read by the engine's reader (core.inputs.scene: band mapping, DN offset and scale), the mean and the
 standard deviation of the valid 10 m pixels over the cell itself and over the squares of 3 x 3 and 5 x 5 cells
 centred on it (300 m and 500 m): 60 features. The LCZ Generator feeds its forest such per-pixel statistics of its
 input layers at 100 m; here they come from the same image the network maps, so the two are compared on equal
 input. A cell is valid, and gets a class, when at least half of its 10 m pixels inside the scene are valid (as in
 the network's map). Training samples: the cells whose centre lies inside a training polygon (the cells
-core.accuracy scores), labelled with the polygon's class. scikit-learn's RandomForestClassifier, N_TREES trees,
+core.evaluation.accuracy scores), labelled with the polygon's class. scikit-learn's RandomForestClassifier, N_TREES trees,
 seeded. The scene is read strip by strip; memory holds the per-cell sums, never the image.
 """
 
@@ -154,5 +154,5 @@ def write_codes(codes: np.ndarray, like: str, path: str) -> str:
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(codes, 1)
         dst.write_colormap(1, colormap)
-        dst.update_tags(**{**tags, "URBANMTL_MODEL": "random forest (LCZ Generator features, core.forest)"})
+        dst.update_tags(**{**tags, "URBANMTL_MODEL": "random forest (LCZ Generator features, core.finetuning.forest)"})
     return path

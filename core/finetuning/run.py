@@ -1,20 +1,20 @@
-"""`python -m core.finetune`: fine-tune the network on LCZ training areas drawn by the user, and measure honestly
-whether it got better, beside the LCZ Generator's random forest on the same areas.
+"""finetune: fine-tune the network on LCZ training areas drawn by the user, and measure honestly whether it got
+better, beside the LCZ Generator's random forest on the same areas. Its command line is core.finetune:
 
     python -m core.finetune --image S2.tif --polygons areas.gpkg --field lcz --out RUN \
         [--model M] [--epochs N] [--seed S] [--test-share 0.3] [--distill W] [--no-refit]
 
 Steps: the polygons (any OGR format and CRS; classes 1-17, 1-10/A-G or 101-107) are checked against the image and
-split WHOLE into train and test polygons, stratified by class (core.training_areas), and written in the image CRS
+split WHOLE into train and test polygons, stratified by class (core.finetuning.areas), and written in the image CRS
 (RUN/train_areas.gpkg, RUN/test_areas.gpkg; field `lcz`, codes 1..17). The image is mapped with the start model
 (core.predict, the real engine) and by a random forest trained on the train polygons the LCZ Generator's way
-(core.forest). core.train then fine-tunes the start model on a scene manifest of the train polygons
-(RUN/train_scene.yaml; no HSE reference) as core.finetune_setup describes: the LCZ branch alone learns, on windows
+(core.finetuning.forest). core.train then fine-tunes the start model on a scene manifest of the train polygons
+(RUN/train_scene.yaml; no HSE reference) as core.finetuning.setup describes: the LCZ branch alone learns, on windows
 centred on the polygons (every class alike) and anywhere in the image, with the polygons' classes as targets and
 the start model's own map, translated where the polygons contradict it, everywhere else (RUN/distill_map.json).
 There is no validation split: the test polygons are never used for training or for choosing a checkpoint. The
 image is mapped again with the fine-tuned model, and the three 100 m LCZ maps (start, fine-tuned, forest) are
-scored on the test polygons (core.accuracy): RUN/accuracy.json and RUN/accuracy.html. With refit (the default, as
+scored on the test polygons (core.evaluation.accuracy): RUN/accuracy.json and RUN/accuracy.html. With refit (the default, as
 the LCZ Generator maps with all training areas) that tested model is RUN/heldout, and the run's own model is then
 trained the same way on every polygon, train and test (RUN/all_areas.gpkg): the report measures the procedure,
 the model uses all the user drew. --no-refit keeps the tested model as the run's model. The run's model maps the
@@ -67,7 +67,7 @@ def map_scene(opts: FinetuneOptions, model: str, tag: str, out: Path, log: Log,
 
 
 def forest_map(opts: FinetuneOptions, prepared: dict[str, Any], like: str, out: Path, log: Log) -> str:
-    """The LCZ Generator's random forest (core.forest) trained on the train polygons, mapped on the grid of the
+    """The LCZ Generator's random forest (core.finetuning.forest) trained on the train polygons, mapped on the grid of the
     LCZ map `like`: RUN/maps/lcz_forest.tif, the peer the report puts beside the fine-tuned model."""
     from .forest import cell_features, predict_codes, train_forest, write_codes
 

@@ -40,7 +40,7 @@ LR_DECAY = 0.75
 #: The learning rate decays this many times over the run (x LR_DECAY each time).
 LR_DECAYS = 8
 BATCH_SIZE = 8
-#: Layers that keep the start model's weights (core.train.freeze_layers): "backbone" = all but the LCZ branch.
+#: Layers that keep the start model's weights (core.training.transfer.freeze_layers): "backbone" = all but the LCZ branch.
 FREEZE = "backbone"
 #: Weight of the distillation loss (the start model's translated map where there is no polygon) against the
 #: polygons' loss; 0 trains on the polygons alone.
@@ -150,25 +150,40 @@ def areas_manifest(opts: FinetuneOptions, out: Path, areas: str) -> Path:
 
 def write_distill_map(path: Path, start_map: str, areas: list[Any]) -> Path:
     """The distillation's translation of the start model's classes (core.train's config `distill_map`): what
-    `areas` say of the start model's map `start_map` (remap_matrix) and the classes they hold, lumped."""
-    path.write_text(json.dumps({"matrix": remap_matrix(start_map, areas).round(4).tolist(),
-                                "lump": sorted({a.code for a in areas})}) + "\n")
+    `areas` say of the start model's map `start_map` (remap_matrix), the classes they hold, lumped, and how much
+    the distillation of every class apart weighs (confirmed_weight of the start model's agreement with them)."""
+    matrix, agreement = remap_matrix(start_map, areas)
+    path.write_text(json.dumps({"matrix": matrix.round(4).tolist(), "lump": sorted({a.code for a in areas}),
+                                "agreement": round(agreement, 4), "confirmed": round(confirmed_weight(agreement), 4)})
+                    + "\n")
     return path
 
 
+def confirmed_weight(agreement: float) -> float:
+    """Weight of the distillation of every class apart, from the share of the polygons' cells the start model
+    already maps as the user does: 0 up to CONFIRMED (the polygons teach; their classes are lumped), then rising
+    as the odds that the start model is right (the polygons confirm it: it should keep its own map, splits among
+    the user's classes included). 0.8 -> 1, 0.9 -> 4, 0.95 -> 10."""
+    return float(CONFIRMED_SLOPE * max(0.0, agreement - CONFIRMED) / max(1.0 - agreement, 0.01))
+
+
+#: The start model's agreement with the polygons (share of their cells) above which the distillation also holds
+#: the split among the user's classes (confirmed_weight), and how fast that weight rises.
+CONFIRMED, CONFIRMED_SLOPE = 0.7, 2.0
 #: Weight, in 100 m cells, of "the start model's class stays" when the training polygons contradict a class the
 #: user did not draw (remap_matrix).
 REMAP_PRIOR = 10.0
 
 
-def remap_matrix(start_map: str, areas: list[Any], prior: float = REMAP_PRIOR) -> np.ndarray:
+def remap_matrix(start_map: str, areas: list[Any], prior: float = REMAP_PRIOR) -> tuple[np.ndarray, float]:
     """(17, 17) rows: the start model's class k, columns: the user's class; what the training polygons say of
     the start model's classes. Of the polygons' 100 m cells the start model maps k:
     - k is a class the user drew: when most of them are of other classes, row k is the share of each class
       among them (the user contradicts the start model's k: its k becomes the user's classes); else k stays;
     - k is a class the user did not draw (every such cell contradicts it): row k is their class counts plus
       `prior` cells of k, normalised: a few contradicting cells move little of k, many move most of it.
-    Classes the polygons say nothing about stay as they are (identity rows)."""
+    Classes the polygons say nothing about stay as they are (identity rows). Also returns the share of those
+    cells the start model maps as the user does."""
     import rasterio
 
     from ..evaluation.accuracy import rasterize_areas
@@ -189,7 +204,7 @@ def remap_matrix(start_map: str, areas: list[Any], prior: float = REMAP_PRIOR) -
             matrix[k] = counts[k] / n
         elif k not in drawn and n > 0:
             matrix[k] = (counts[k] + prior * np.eye(NUM_CLASSES)[k]) / (n + prior)
-    return matrix
+    return matrix, float(np.trace(counts) / max(counts.sum(), 1.0))
 
 
 def patch_size(grid: dict[str, Any], start_model: str) -> int:

@@ -3,6 +3,7 @@ band files (products), DN offsets from metadata (metadata), the files an input r
 warping to UTM (grid), what the values are (checks), invalid pixels filled by mirroring (fill), read errors
 explained (errors). The one reader: open_scene, then Scene.read window by window."""
 
-from .scene import READ_ERRORS, InputSpec, Scene, open_scene
+from .errors import READ_ERRORS, damaged_input_error
+from .scene import InputSpec, Scene, open_scene
 
-__all__ = ["READ_ERRORS", "InputSpec", "Scene", "open_scene"]
+__all__ = ["READ_ERRORS", "InputSpec", "Scene", "damaged_input_error", "open_scene"]

@@ -1,7 +1,7 @@
 """What the values of an input raster are: Sentinel-2 DN, reflectance 0..1, reflectance in percent, or none of these.
 
 The one place that decides how the pixels of an input become reflectance, from its data type and a sample of its
-valid values (core.raster.open_scene passes the decimated look at the whole scene, so inference and training
+valid values (core.inputs.scene.open_scene passes the decimated look at the whole scene, so inference and training
 decide alike). Pure numpy: nothing here opens files or imports TensorFlow.
 
     scale = assess_value_scale(dtype, sample, valid, name="'scene.tif'")
@@ -32,7 +32,7 @@ import numpy as np
 from ..common import spec
 from ..common.errors import InputError, UrbanMTLError
 
-#: DN scale of Sentinel-2 products (core.spec.DN_SCALE, as a float, like core.bands.QUANTIFICATION_VALUE).
+#: DN scale of Sentinel-2 products (core.common.spec.DN_SCALE, as a float, like core.common.bands.QUANTIFICATION_VALUE).
 DN_SCALE = float(spec.DN_SCALE)
 #: A float raster whose median valid value is at most this holds reflectance 0..1 already, not DN.
 REFLECTANCE_MEDIAN_LIMIT = 1.5

@@ -8,7 +8,7 @@ a rectangle). A valid rectangle inside nodata is thus seen exactly as if it were
 how the engine already treats the scene's outer edges. Where the mirrored pixel is itself invalid or outside
 the array, the nearest valid pixel is used.
 
-Training windows and inference tiles both go through `fill_invalid` (in `core.raster.Scene.read` and for patch
+Training windows and inference tiles both go through `fill_invalid` (in `core.inputs.scene.Scene.read` and for patch
 files in `core.data.base.apply_image_nodata`), so the network learns with the fill it meets when mapping.
 """
 

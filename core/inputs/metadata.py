@@ -1,7 +1,7 @@
 """The DN offsets of an input: read from GDAL tags, the product XML and the product name, or set by the caller.
 
 Reflectance is (DN + offset) / 10000; the offset is the one the metadata gives per band (RADIO_ADD_OFFSET,
-BOA_ADD_OFFSET), else the one the processing baseline implies (core.bands.offset_for_baseline).
+BOA_ADD_OFFSET), else the one the processing baseline implies (core.common.bands.offset_for_baseline).
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from ..common.bands import LAYOUTS, MODEL_BANDS, QUANTIFICATION_VALUE, normalize_band_name, offset_for_baseline
-
-if TYPE_CHECKING:
-    from .rasters import OpenedInput
+from .opened import OpenedInput
 
 _BASELINE_IN_NAME_RE = re.compile(r"_N(\d{2})(\d{2})_")
 _OFFSET_KEYS = ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET")

@@ -25,7 +25,8 @@ from ..common.bands import BAND_FILE_RE, MODEL_BANDS, PRODUCT_XML_RE, normalize_
 from ..common.errors import UrbanMTLError
 from .files import dataset_files
 from .metadata import collect_metadata
-from .rasters import OpenedInput, band_label, rasterio_open
+from .opened import OpenedInput
+from .rasters import band_label, rasterio_open
 
 
 def find_product_xml(folder: Path) -> Optional[Path]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import rasterio
@@ -19,21 +18,7 @@ from ..common.errors import UrbanMTLError
 from .errors import READ_ERRORS, damaged_input_error
 from .files import dataset_files
 from .metadata import collect_metadata
-
-
-@dataclass
-class OpenedInput:
-    """An input opened on its own grid, before warping and windowing."""
-
-    dataset: Any
-    indexes: list[int]
-    name: str
-    offsets: Optional[np.ndarray] = None       # per model band, when the metadata gives them
-    offset_source: str = ""
-    baseline: Optional[str] = None
-    baseline_source: str = ""
-    messages: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)   # every file the input reads
+from .opened import OpenedInput
 
 
 def map_raster_bands(ds, path: Path, sources: Sequence[str], bands: Optional[Sequence[str]]) -> OpenedInput:

@@ -1,11 +1,11 @@
 """Opening a Sentinel-2 input as one 10-band scene on a 10 m grid, and reading it window by window (Scene.read).
 
 Inputs: any raster GDAL reads (GeoTIFF, VRT, ...) with the bands named in the file or laid out as a known stack
-(core.bands, core.input_open); a Sentinel-2 SAFE folder, its .zip or its MTD_MSI*.xml, or single-band files of
+(core.common.bands, core.inputs.rasters); a Sentinel-2 SAFE folder, its .zip or its MTD_MSI*.xml, or single-band files of
 one granule (a folder, a glob pattern or several paths, band names taken from the file names), both stacked by
-core.sentinel2_products. Rasters whose pixels are not 10 m, or whose CRS is geographic, are warped on the fly to
-10 m in their local UTM zone (core.input_grid). DN offsets come from core.input_metadata, the input's files from
-core.input_files. Nothing is ever read whole: `Scene.read` reads one window.
+core.inputs.products. Rasters whose pixels are not 10 m, or whose CRS is geographic, are warped on the fly to
+10 m in their local UTM zone (core.inputs.grid). DN offsets come from core.inputs.metadata, the input's files from
+core.inputs.files. Nothing is ever read whole: `Scene.read` reads one window.
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ from .fill import fill_invalid
 from .checks import ValueScale, assess_value_scale, check_offset, check_offsets
 from .errors import READ_ERRORS, damaged_input_error
 from .files import is_vrt_file, real_paths, vrt_sources
-from .grid import check_georeferenced, needs_warp, scene_window, utm_crs_for, warp_to_utm
+from .grid import check_georeferenced, needs_warp, scene_window, warp_to_utm
 from .metadata import resolve_offsets
-from .rasters import OpenedInput, map_raster_bands, rasterio_open
+from .opened import OpenedInput
+from .rasters import map_raster_bands, rasterio_open
 from .products import band_files_in, find_product_xml, open_band_files, open_sentinel2
-
-# Kept importable from here: READ_ERRORS and damaged_input_error (core.predict), utm_crs_for (tests).
-__all__ = ["FILL_CONTEXT_PX", "READ_ERRORS", "SAMPLE_SIZE", "InputSpec", "Scene", "damaged_input_error",
-           "open_scene", "utm_crs_for"]
 
 #: Largest decimated read used to look at a whole scene cheaply (pixels per side).
 SAMPLE_SIZE = 512
@@ -66,7 +63,7 @@ class Scene:
     warped: bool = False
     messages: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)       # every file the input reads (real paths, sorted)
-    value_scale: Optional[ValueScale] = None             # what the values are (core.input_checks)
+    value_scale: Optional[ValueScale] = None             # what the values are (core.inputs.checks)
     _sample_dn: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
@@ -97,7 +94,7 @@ class Scene:
         The window may reach outside the scene: inside the raster the real pixels are read (context for the
         network); beyond the raster's edges the data are mirrored (symmetric padding) and marked invalid.
         Invalid pixels inside the raster (any band nodata or NaN, or all bands 0) are filled from the valid
-        pixels around them (`core.fill.fill_invalid`), so that holes do not change their neighbours' maps.
+        pixels around them (`core.inputs.fill.fill_invalid`), so that holes do not change their neighbours' maps.
         This is the one reader of Sentinel-2 pixels: inference tiles and training windows both come from it.
         """
         r0, c0 = int(self.window.row_off) + row, int(self.window.col_off) + col
@@ -188,7 +185,7 @@ def open_scene(source: InputSpec, *, bands: Optional[Sequence[str]] = None,
     the metadata implies (e.g. -1000 for a processing-baseline-04.00 product without metadata).
     Raises UrbanMTLError for every problem with the input (InputError when it is damaged or its values are not
     Sentinel-2 DN or reflectance). scene.files lists every file the input reads, scene.value_scale what its
-    values are (core.input_checks).
+    values are (core.inputs.checks).
     """
     offset = check_offset(offset)
     with ExitStack() as stack:
@@ -271,7 +268,7 @@ def _expand(source: InputSpec) -> list[Path]:
 
 
 def _check_scale(scene: Scene, explicit_offset: Optional[float]) -> None:
-    """Decide from the data type and a sample of the values what they are (core.input_checks: DN, reflectance,
+    """Decide from the data type and a sample of the values what they are (core.inputs.checks: DN, reflectance,
     reflectance in percent, or refused as 8-bit display values) and set the scene's scale and offsets."""
     dtypes = [scene.dataset.dtypes[i - 1] for i in scene.indexes]
     dn, valid = scene.sample()

@@ -21,13 +21,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .. import __version__
+from ..common import __version__
 from ..common.atomic import atomic_write
 from ..common.errors import UrbanMTLError
 from ..common.signals import critical_section, signals_deferred
 from ..common.spec import CELL, DEFAULT_BATCH_SIZE, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, check_card
 from ..inputs.checks import check_offset
-from ..inputs.scene import READ_ERRORS, InputSpec, Scene, damaged_input_error, open_scene
+from ..inputs.errors import READ_ERRORS, damaged_input_error
+from ..inputs.scene import InputSpec, Scene, open_scene
 from ..network.inference import NetworkRunner, select_device
 from ..outputs import (
     ClassStats, GridSpec, OutputLock, OutputSet, check_exports, check_outputs_apart, export_lcz, plan_outputs,
@@ -47,10 +48,10 @@ class PredictOptions:
     tile_size: Optional[int] = None            # pixels at 10 m, multiple of 8; None: the model's (model_tiling)
     overlap: Optional[int] = None              # pixels on each side shared with neighbours; None: the model's
     batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = DEVICES[0]                   # auto | cpu | gpu (core.spec.DEVICES)
+    device: str = DEVICES[0]                   # auto | cpu | gpu (core.common.spec.DEVICES)
     overwrite: bool = False
     cog: bool = False
-    scheme: str = SCHEMES[0]                   # blend | authors (core.spec.SCHEMES)
+    scheme: str = SCHEMES[0]                   # blend | authors (core.common.spec.SCHEMES)
     offset: Optional[float] = None             # DN offset to use instead of the metadata's (e.g. -1000)
 
 
@@ -138,7 +139,7 @@ class Networks:
 
 def _check_exports(plan: Any, inputs: list[str], umep_path: Optional[str], w2w_path: Optional[str],
                    majority: int, overwrite: bool) -> None:
-    """core.export.check_exports, after this one: no export may be another output of the run or an input file."""
+    """core.outputs.export.check_exports, after this one: no export may be another output of the run or an input file."""
     taken = {os.path.realpath(str(p)): what for p, what in ((plan.hse, "the HSE map"),
                                                              (plan.confidence, "the confidence map"),
                                                              (plan.stats, "the statistics table")) if p}
@@ -218,7 +219,7 @@ def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, optio
 
 def _export(plan: Any, stats: ClassStats, umep_path: Optional[str], w2w_path: Optional[str], majority: int,
             overwrite: bool, say: Callable[[str], None]) -> tuple[list[dict], dict]:
-    """The LCZ exports (core.export.export_lcz) of a written map: (the class rows, recounted after a majority
+    """The LCZ exports (core.outputs.export.export_lcz) of a written map: (the class rows, recounted after a majority
     filter, and what export_lcz did). A stop signal waits for them (a 100 m map: a fraction of a second)."""
     with critical_section(f"{plan.lcz} and its exports are written."):
         exports = export_lcz(plan.lcz, umep_path, w2w_path, majority, overwrite=overwrite)
@@ -296,9 +297,10 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
     say(f"Wrote {plan.hse}, {plan.lcz}" + (f", {plan.confidence}" if plan.confidence else "")
         + (f", {plan.stats}" if plan.stats else "") + f" in {seconds:.1f} s ({100 * valid_share:.1f} % of the "
         f"scene's pixels valid).")
-    return PredictResult(
-        hse_path=str(plan.hse), lcz_path=str(plan.lcz),
-        confidence_path=str(plan.confidence) if plan.confidence else None,
-        stats_path=str(plan.stats) if plan.stats else None,
-        stats=rows, seconds=seconds, warped=warped, messages=messages, exports=exports, tiles=len(layout),
-    )
+    return PredictResult(hse_path=str(plan.hse), lcz_path=str(plan.lcz), confidence_path=_text(plan.confidence),
+                         stats_path=_text(plan.stats), stats=rows, seconds=seconds, warped=warped, messages=messages,
+                         exports=exports, tiles=len(layout))
+
+
+def _text(path: Optional[Any]) -> Optional[str]:
+    return str(path) if path else None

@@ -1,7 +1,7 @@
 """Planning a prediction's outputs: every output path checked before any work starts.
 
 No output may be a file the input reads: plan_outputs checks the paths as given, check_outputs_apart every file
-the opened input reads (core.raster's Scene.files: VRT sources, band files of a folder or SAFE product).
+the opened input reads (core.inputs.scene's Scene.files: VRT sources, band files of a folder or SAFE product).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Outputs are written as hidden temporaries beside their final names (`.<stem>.<random>.tmp<suffix>`), listed in a
 process-wide registry (remove_temporaries, for signal handlers) and removed when anything fails; temporaries that
 a killed run left behind are removed by the next run that takes the lock on the same names
-(remove_stale_temporaries, called by core.output_lock.OutputLock).
+(remove_stale_temporaries, called by core.outputs.lock.OutputLock).
 """
 
 from __future__ import annotations

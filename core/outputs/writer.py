@@ -5,8 +5,8 @@ map carries the legend colours as its colour table and the class names as GDAL c
 file GDAL keeps beside a GeoTIFF, which QGIS and gdalinfo read).
 
 Failure behaviour (README "Failure behaviour"): files are written as registered temporaries beside their final
-names (core.temporaries) and removed when anything fails. GDAL write errors are detected: GDAL's error state is
-checked after every call that writes (core.write_errors), and every file is read back whole and compared (CRC-32
+names (core.outputs.temporaries) and removed when anything fails. GDAL write errors are detected: GDAL's error state is
+checked after every call that writes (core.outputs.write_errors), and every file is read back whole and compared (CRC-32
 of every row) with what was written, then fsync'ed, before any rename. So a full disk or a file-size limit ends
 in an OutputError, never in a truncated file under an output name.
 """

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ..common.errors import UrbanMTLError
-# The contract's numbers (core.spec, no TensorFlow): SCHEMES, MIN_TILE_SIZE (two 80 m cells of the LCZ branch),
+# The contract's numbers (core.common.spec, no TensorFlow): SCHEMES, MIN_TILE_SIZE (two 80 m cells of the LCZ branch),
 # OUTPUT_FACTOR (10 m input pixels per 20 m output pixel), the tiling of a model whose card gives none.
 from ..common.spec import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, MIN_TILE_SIZE, OUTPUT_FACTOR, SCHEMES, SIZE_MULTIPLE
 
@@ -72,7 +72,7 @@ def model_tiling(card: dict) -> tuple[int, int]:
     natural OA 0.840/0.898/0.810 and HSE MAE 0.140/0.131/0.108, with 64 px tiles (overlap 16) at 0.876/0.926/
     0.841 and 0.106/0.089/0.075, at the same speed (README, "Tiling"). A card's `tiling` entry
     ({"tile_size": n, "overlap": m}) takes precedence; a card without either falls back to DEFAULT_TILE_SIZE/
-    DEFAULT_OVERLAP (256/32, core.spec). A model trained with a label margin (config `label_margin`) overlaps
+    DEFAULT_OVERLAP (256/32, core.common.spec). A model trained with a label margin (config `label_margin`) overlaps
     its tiles by twice that margin."""
     tiling = card.get("tiling") if isinstance(card, dict) else None
     if isinstance(tiling, dict) and "tile_size" in tiling:

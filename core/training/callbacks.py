@@ -1,6 +1,6 @@
 """Keras callbacks of a training run: learned weights in the log, checkpoints, early stopping, all resumable.
 
-Imports TensorFlow (Keras) at import time; core.train imports it once a run is under way.
+Imports TensorFlow (Keras) at import time; core.training.run imports it once a run is under way.
 """
 
 from __future__ import annotations

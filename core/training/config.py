@@ -34,7 +34,7 @@ class TrainConfig:
     base_width: int = 16
     in_bands: int = 10
     dropout: float = 0.1
-    bn_momentum: float = 0.9           # BatchNorm moving-average momentum (see core.model.ModelConfig)
+    bn_momentum: float = 0.9           # BatchNorm moving-average momentum (see core.network.model.ModelConfig)
     patch_size: int = 128
     epochs: int = 100
     batch_size: int = 8

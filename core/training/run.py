@@ -70,7 +70,7 @@ class _Plan:
     run: Path
     state: dict[str, Any]
     resume: bool
-    model_cfg: Any                     # core.model.ModelConfig
+    model_cfg: Any                     # core.network.model.ModelConfig
     train_sets: list
     val_sets: list
     steps: int                         # training batches per epoch
@@ -179,11 +179,12 @@ def _strategy(name: str):
 
 
 def build_trainer(model_cfg, learning_rate: float, ema: float = 0.0, label_margin: int = 0, freeze: str = "none",
-                   teacher=None, distill: float = 0.0, remap=None):
+                   teacher=None, distill: float = 0.0, remap=None, confirmed: float = 0.0):
     """(trainer, inference network): the networks of `model_cfg`, the trainer around the training one, built
     on a dummy batch and compiled with its optimizer's variables made (to be restored on --resume). ema > 0:
-    the optimizer also keeps a moving average of the weights with that momentum (core.train_callbacks).
-    label_margin: pixels of each window's edge the losses leave out (core.trainer)."""
+    the optimizer also keeps a moving average of the weights with that momentum (core.training.callbacks).
+    label_margin: pixels of each window's edge the losses leave out; freeze, teacher, distill, remap, confirmed:
+    fine-tuning (core.training.transfer, core.training.trainer)."""
     import keras
 
     from ..network.model import build_networks
@@ -193,7 +194,7 @@ def build_trainer(model_cfg, learning_rate: float, ema: float = 0.0, label_margi
     freeze_layers(train_net, freeze)
     tasks = tuple(t for t in ("hse", "lcz") if getattr(model_cfg, f"has_{t}"))
     trainer = MultitaskTrainer(train_net, model_cfg.spec["weighting"], tasks, label_margin=label_margin,
-                               teacher=teacher, distill=distill, remap=remap)
+                               teacher=teacher, distill=distill, remap=remap, confirmed=confirmed)
     size = 8
     trainer({k: np.zeros((1, size // (2 if k == "hse_guide" else 1), size // (2 if k == "hse_guide" else 1),
                           v.shape[-1]), "float32") for k, v in train_net.input.items()})
@@ -263,7 +264,7 @@ def _finish(plan: _Plan, trainer, infer_net, seconds: float) -> dict[str, Any]:
 
 
 def _model_card(plan: _Plan, trainer, infer_net, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The model card: core.model's description of the network, plus how it was trained and its metrics."""
+    """The model card: core.network.model's description of the network, plus how it was trained and its metrics."""
     import keras
 
     from ..network.saving import base_card
@@ -292,7 +293,7 @@ def _model_card(plan: _Plan, trainer, infer_net, metrics: dict[str, Any], second
 
 
 def _final_metrics(network, datasets, cfg: TrainConfig, run: Path) -> dict[str, Any]:
-    """The evaluation metrics (core.evaluate.score) of the final network on `datasets`: hse, lcz and, for
+    """The evaluation metrics (core.evaluation.patches.score) of the final network on `datasets`: hse, lcz and, for
     datasets with human scene labels, scene_labels."""
     from ..evaluation.patches import score
     from ..network.saving import LoadedModel

@@ -1,6 +1,6 @@
 """The Keras model that trains the multitask network: its task losses, learned task weights and train/test steps.
 
-Imports TensorFlow at import time; core.train imports this module only once a run is under way, so that
+Imports TensorFlow at import time; core.training.run imports this module only once a run is under way, so that
 `python -m core.train --help` and argument errors stay instant.
 """
 
@@ -21,15 +21,18 @@ class MultitaskTrainer(keras.Model):
     """
 
     def __init__(self, network: keras.Model, weighting: str, tasks: tuple[str, ...], label_margin: int = 0,
-                 teacher: keras.Model | None = None, distill: float = 0.0, remap=None, **kwargs):
+                 teacher: keras.Model | None = None, distill: float = 0.0, remap=None, confirmed: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.network = network
         # Fine-tuning: the start model's inference network, frozen, whose LCZ output the LCZ output is pulled
-        # towards where a window has no LCZ reference. `remap` (2, 17, G), when given: the matrices the start
-        # model's probabilities and the network's own pass through first (core.train._distill_map).
+        # towards where a window has no LCZ reference. `remap` (3, 17, 17), when given: the matrices the start
+        # model's probabilities and the network's own pass through first, lumped, and the start model's alone
+        # for the distillation of every class apart, weighted `confirmed` (core.training.transfer).
         self.teacher = teacher
         self.distill = float(distill)
         self.remap = None if remap is None else tf.constant(remap, tf.float32)
+        self.confirmed = float(confirmed)
         self.weighting = weighting
         self.tasks = tasks
         self.label_margin = int(label_margin)
@@ -65,15 +68,24 @@ class MultitaskTrainer(keras.Model):
             losses["lcz"], counts["lcz"] = lcz_loss(y["lcz"], pred["lcz"], self.label_margin)
         total = combine(losses, counts, self.weighting, self.log_vars)
         if self.teacher is not None and self.distill > 0:
-            target, own = tf.stop_gradient(self.teacher(image, training=False)["lcz"]), pred["lcz"]
-            if self.remap is not None:
-                target = tf.einsum("bhwk,kc->bhwc", target, self.remap[0])
-                own = tf.einsum("bhwk,kc->bhwc", own, self.remap[1])
-            losses["distill"], count = distill_loss(y["lcz"], target, own)
-            # On the LCZ loss's scale (its learned weight included), so `distill` is a plain ratio.
-            scale = tf.exp(-self.log_vars["lcz"]) if self.weighting == "learned" else 1.0
-            total += tf.cast(count > 0, total.dtype) * self.distill * scale * losses["distill"]
+            total += self._distillation(y, pred, image, losses)
         return total, losses
+
+    def _distillation(self, y, pred, image, losses):
+        """The distillation term of the total loss (recorded in losses["distill"]); see __init__."""
+        start, own = tf.stop_gradient(self.teacher(image, training=False)["lcz"]), pred["lcz"]
+        if self.remap is None:
+            losses["distill"], count = distill_loss(y["lcz"], start, own)
+        else:
+            target = tf.einsum("bhwk,kc->bhwc", start, self.remap[0])
+            lumped = tf.einsum("bhwk,kc->bhwc", own, self.remap[1])
+            losses["distill"], count = distill_loss(y["lcz"], target, lumped)
+            if self.confirmed > 0:
+                full, _ = distill_loss(y["lcz"], tf.einsum("bhwk,kc->bhwc", start, self.remap[2]), own)
+                losses["distill"] += self.confirmed * full
+        # On the LCZ loss's scale (its learned weight included), so `distill` is a plain ratio.
+        scale = tf.exp(-self.log_vars["lcz"]) if self.weighting == "learned" else 1.0
+        return tf.cast(count > 0, own.dtype) * self.distill * scale * losses["distill"]
 
     def _track(self, total, losses):
         self.trackers["loss"].update_state(total)

@@ -23,15 +23,17 @@ def fine_tuning_settings(cfg: TrainConfig, start_model) -> dict[str, Any]:
         start_model.network.trainable = False
         settings.update(teacher=start_model.network, distill=cfg.distill)
         if cfg.distill_map:
-            settings["remap"] = distill_matrices(cfg.distill_map)
+            settings["remap"], settings["confirmed"] = distill_matrices(cfg.distill_map)
     return settings
 
 
-def distill_matrices(path: str) -> np.ndarray:
-    """The (17, G) matrix a distillation target passes through (core.finetune writes the file): the start
-    model's classes translated ("matrix", 17 x 17), then the classes of "lump" summed into one group, so that
-    the distillation keeps how much goes to each other class and to the lumped ones together, and leaves the
-    split among the lumped classes to the references."""
+def distill_matrices(path: str) -> tuple[np.ndarray, float]:
+    """What a distillation target passes through (core.finetuning writes the file): (3, 17, 17) matrices, the
+    first two padded from (17, G): the start model's classes translated ("matrix", 17 x 17) then the classes of
+    "lump" summed into one group, the network's own classes summed alike, and the translation alone; and
+    "confirmed", the weight of the distillation of every class apart (the first two keep how much goes to each
+    other class and to the lumped ones together, and leave the split among the lumped classes to the
+    references; the third holds that split too)."""
     import json
 
     values = json.loads(Path(path).read_text())
@@ -45,7 +47,8 @@ def distill_matrices(path: str) -> np.ndarray:
         groups[c - 1, j] = 1.0
     for c in lump:
         groups[c - 1, -1] = 1.0
-    return np.stack([matrix @ groups, groups])
+    pad = lambda m: np.pad(m, ((0, 0), (0, NUM_CLASSES - m.shape[1])))  # noqa: E731 - one shape for all three
+    return np.stack([pad(matrix @ groups), pad(groups), matrix]), float(values.get("confirmed", 0.0))
 
 
 def freeze_layers(network, freeze: str) -> None:

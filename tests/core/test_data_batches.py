@@ -90,7 +90,7 @@ def test_scene_split_needs_two_blocks(tmp_path):
 def test_training_windows_skip_nodata_and_unreferenced(tmp_path):
     mostly_empty = _one(fakedata.make_scene(tmp_path / "n", size=96, nodata_cols=60), patch_size=32)
     assert steps_per_epoch([mostly_empty], 2, training=True) == len(_collect([mostly_empty], 2, training=True))
-    # Nodata pixels are filled in the image (core.fill) and have no LCZ reference: at most half a window.
+    # Nodata pixels are filled in the image (core.inputs.fill) and have no LCZ reference: at most half a window.
     for _, _, lcz in _collect([mostly_empty], 2, training=True, seed=1):
         nodata_share = (lcz.sum(axis=-1) == 0).mean(axis=(1, 2))
         assert np.all(nodata_share <= 0.5)

@@ -1,5 +1,5 @@
-"""Training from LCZ training areas (core.finetune, core.training_areas, core.accuracy) and LCZ exports
-(core.export): class codes, the whole-polygon split, the metrics against hand-computed values, the export codes
+"""Training from LCZ training areas (core.finetune, core.finetuning.areas, core.evaluation.accuracy) and LCZ exports
+(core.outputs.export): class codes, the whole-polygon split, the metrics against hand-computed values, the export codes
 and a short real fine-tuning end to end."""
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def test_remap_translates_contradicted_classes_and_keeps_the_others(tmp_path):
     start[3, 2:5] = 6              # its 6 inside the same polygon of 6: 3 of 5
     areas = [_area(2, 0, _cells(0, 0, 2, 5)), _area(2, 1, _cells(2, 0, 1, 3)), _area(6, 2, _cells(2, 3, 1, 1)),
              _area(6, 3, _cells(3, 0, 1, 5))]
-    m = remap_matrix(_map(tmp_path, start), areas, prior=10.0)
+    m, agreement = remap_matrix(_map(tmp_path, start), areas, prior=10.0)
+    assert agreement == pytest.approx(6 / 19)      # 3 cells of 2 and 3 of 6 among the 19 inside polygons
     assert m.shape == (17, 17) and np.allclose(m.sum(axis=1), 1.0)
     # 5 was never drawn: its 10 contradicting cells against a prior of 10 move half of it to 2.
     assert m[4, 1] == pytest.approx(0.5) and m[4, 4] == pytest.approx(0.5)
@@ -66,7 +67,8 @@ def test_remap_of_a_drawn_class_the_user_calls_otherwise_in_most_cells(tmp_path)
     start = np.full((10, 10), 14, np.uint8)
     start[0, 0:4] = 4              # the start model's 4: 3 cells the user calls 2, 1 the user calls 4
     areas = [_area(2, 0, _cells(0, 0, 1, 3)), _area(4, 1, _cells(0, 3, 1, 1)), _area(4, 2, _cells(5, 5))]
-    m = remap_matrix(_map(tmp_path, start), areas)
+    m, agreement = remap_matrix(_map(tmp_path, start), areas)
+    assert agreement == pytest.approx(1 / 5)
     assert m[3, 1] == pytest.approx(0.75) and m[3, 3] == pytest.approx(0.25)
 
 
@@ -75,16 +77,26 @@ def test_distill_map_lumps_the_user_classes_after_the_translation(tmp_path):
     matrix[4] = 0.0
     matrix[4, 1] = 1.0             # 5 -> 2
     path = tmp_path / "distill.json"
-    path.write_text(json.dumps({"matrix": matrix.tolist(), "lump": [2, 3]}))
-    translate, group = distill_matrices(str(path))
-    assert translate.shape == group.shape == (17, 16)
+    path.write_text(json.dumps({"matrix": matrix.tolist(), "lump": [2, 3], "confirmed": 0.5}))
+    (translate, group, alone), confirmed = distill_matrices(str(path))
+    assert translate.shape == group.shape == alone.shape == (17, 17) and confirmed == 0.5
+    assert not translate[:, 16:].any() and np.array_equal(alone, matrix)      # 16 groups, padded to 17
     p = np.zeros(17)
     p[[1, 2, 4, 13]] = [0.2, 0.1, 0.3, 0.4]       # 2, 3, 5, D
     # The start model's 5 joins 2 and 3 in one group; D stays on its own; the network's own 5 stays 5.
-    # Columns: the 15 classes not lumped (1, 4, 5, ..., 17: 5 is column 2, D column 11), then the lumped group.
-    assert (p @ translate)[-1] == pytest.approx(0.6) and (p @ translate)[11] == pytest.approx(0.4)
+    # Columns: the 15 classes not lumped (1, 4, 5, ..., 17: 5 is column 2, D column 11), then the lumped group
+    # (column 15) and a zero column.
+    assert (p @ translate)[15] == pytest.approx(0.6) and (p @ translate)[11] == pytest.approx(0.4)
     assert (p @ translate)[2] == 0.0
-    assert (p @ group)[-1] == pytest.approx(0.3) and (p @ group)[2] == pytest.approx(0.3)
+    assert (p @ group)[15] == pytest.approx(0.3) and (p @ group)[2] == pytest.approx(0.3)
+
+
+def test_the_split_among_the_users_classes_is_held_as_far_as_the_polygons_confirm_the_start_model():
+    from core.finetuning.setup import confirmed_weight
+
+    assert confirmed_weight(0.5) == confirmed_weight(0.7) == 0.0        # the polygons teach
+    assert confirmed_weight(0.8) == pytest.approx(1.0) and confirmed_weight(0.9) == pytest.approx(4.0)
+    assert confirmed_weight(1.0) == pytest.approx(60.0)                 # bounded: 0.3 / 0.01 x 2
 
 
 def test_class_weights_draw_every_class_equally_often():

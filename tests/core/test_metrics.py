@@ -1,4 +1,4 @@
-"""core.metrics against confusion matrices and HSE pixels worked out by hand (the numbers are written out below)."""
+"""core.evaluation.metrics against confusion matrices and HSE pixels worked out by hand (the numbers are written out below)."""
 
 from __future__ import annotations
 

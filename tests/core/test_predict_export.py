@@ -1,5 +1,5 @@
 """LCZ exports of a mapping run (core.predict --umep/--w2w/--majority, and the worker's PARAMS): checked before any
-work, applied once the LCZ map is written, the same files as core.export.export_lcz writes."""
+work, applied once the LCZ map is written, the same files as core.outputs.export.export_lcz writes."""
 
 from __future__ import annotations
 

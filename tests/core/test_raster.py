@@ -13,7 +13,8 @@ from rasterio.transform import from_origin
 
 from core.common.bands import LAYOUTS, MODEL_BANDS, layout_of_13_bands
 from core.common.errors import UrbanMTLError
-from core.inputs.scene import open_scene, utm_crs_for
+from core.inputs.grid import utm_crs_for
+from core.inputs.scene import open_scene
 from tests.fakedata import write_raster
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
@@ -179,7 +180,7 @@ def test_nodata_rules(tmp_path):
         image, valid = scene.read(0, 0, 10, 10)
     assert not valid[0, 0] and not valid[1, 1] and valid[2, 2]
     assert valid.sum() == 98
-    # Filled from the valid pixels they mirror (core.fill), never fed to the network as 0.
+    # Filled from the valid pixels they mirror (core.inputs.fill), never fed to the network as 0.
     np.testing.assert_array_equal(image[0, 0], image[1, 0])   # (0,0)'s nearest valid (1,0)... its mirror
     np.testing.assert_array_equal(image[1, 1], image[1, 2])
     assert np.all(image[~valid] > 0)

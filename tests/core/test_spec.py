@@ -71,7 +71,7 @@ def test_contract_values():
     assert (spec.DEFAULT_TILE_SIZE, spec.DEFAULT_OVERLAP) == (256, 32) and spec.DN_SCALE == 10000
 
 
-#: Other names of core.spec's facts, kept where they are used (as floats): core.bands' and core.input_checks'.
+#: Other names of core.common.spec's facts, kept where they are used (as floats): core.common.bands' and core.inputs.checks'.
 _ALIASES = {"QUANTIFICATION_VALUE": "DN_SCALE", "BASELINE_04_OFFSET": "BASELINE_OFFSET", "DN_SCALE": "DN_SCALE"}
 
 
@@ -82,7 +82,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 
 def _second_definitions(path: Path) -> list[str]:
-    """Where `path` states one of core.spec's facts itself: a literal assigned to one of spec's names (or an alias),
+    """Where `path` states one of core.common.spec's facts itself: a literal assigned to one of spec's names (or an alias),
     the lock suffix in a string, or a regular expression of the temporaries' names."""
     facts = {name for name in vars(spec) if name.isupper()} | set(_ALIASES)
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -100,7 +100,7 @@ def _second_definitions(path: Path) -> list[str]:
                 try:
                     ast.literal_eval(value)
                 except ValueError:
-                    continue                                 # computed from core.spec (or from something else)
+                    continue                                 # computed from core.common.spec (or from something else)
                 found.append(f"{target.id} = {ast.unparse(value)}")
         if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
                 and (spec.LOCK_SUFFIX in node.value or r"\.tmp" in node.value)):
@@ -109,14 +109,14 @@ def _second_definitions(path: Path) -> list[str]:
 
 
 def test_no_module_but_spec_states_the_contract():
-    """core.spec states each fact once: no other module of core/, ui/ or plugin.py assigns a literal to one of its
+    """core.common.spec states each fact once: no other module of core/, ui/ or plugin.py assigns a literal to one of its
     names, writes the lock suffix or builds the temporaries' name pattern itself (names kept for old importers
-    are read from core.spec)."""
+    are read from core.common.spec)."""
     modules = sorted((REPO / "core").rglob("*.py")) + sorted((REPO / "ui").glob("*.py")) + [REPO / "plugin.py"]
     found = [line for path in modules if path != REPO / "core" / "common" / "spec.py"
              for line in _second_definitions(path)]
     assert found == []
-    # The LCZ legend's GDAL category names (.aux.xml) have one writer too, which core.export uses.
+    # The LCZ legend's GDAL category names (.aux.xml) have one writer too, which core.outputs.export uses.
     assert [p for p in modules if "<CategoryNames>" in p.read_text(encoding="utf-8")] == [
         REPO / "core" / "outputs" / "writer.py"]
 

@@ -109,7 +109,7 @@ def test_run_writes_styled_outputs_on_the_input_grid(plugin, tiny_model, tiny_sc
     assert not shader.legendSettings().useContinuousLegend()      # one labelled line per stop
     del shader, hse_layer
 
-    # The QML keeps the LCZ colours of core.lcz.
+    # The QML keeps the LCZ colours of core.common.lcz.
     layer = QgsRasterLayer(result["OUTPUT_LCZ"], "lcz", "gdal")
     colours = {c.value: c.color.name() for c in layer.renderer().classes()}
     del layer
