@@ -115,6 +115,7 @@ def main() -> int:
     p.add_argument("--model", default=str(REPO / "models"))
     p.add_argument("--subset", choices=["val", "all"], default="val")
     p.add_argument("--out", default=str(REPO / "runs" / "eurosat_mosaic"))
+    p.add_argument("--attention", choices=["window", "tile"], help="as core.predict --attention (default: window)")
     args = p.parse_args()
     import rasterio
 
@@ -125,10 +126,11 @@ def main() -> int:
     x, probs, classes, bands = _patches(args.subset, args.model)
     bands = bands or ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11", "B12", "B8A"]
     islands, mirrored, cols = _mosaics(x, out, bands)
-    result = {"model": args.model, "subset": args.subset}
+    result = {"model": args.model, "subset": args.subset, "attention": args.attention or "window"}
     for name, path in (("islands", islands), ("mirrored", mirrored)):
         res = predict_scene(str(path), str(out / f"{name}_hse.tif"), str(out / f"{name}_lcz.tif"),
-                            model_path=args.model, options=PredictOptions(overwrite=True))
+                            model_path=args.model, options=PredictOptions(overwrite=True, **(
+                                {"attention": args.attention} if args.attention else {})))
         with rasterio.open(res.lcz_path) as src:
             result[name] = score(src.read(1), probs, classes, cols)
         print(f"{name:>9}: built/natural agreement with the teacher {result[name]['built_natural_cells']:.3f} "

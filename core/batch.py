@@ -44,7 +44,7 @@ from .predict import build_parser as predict_parser
 
 #: The flags of core.predict a batch passes on to every scene: parsed exactly as there (types, choices, defaults).
 PREDICT_FLAGS = ("--model", "--bands", "--tile-size", "--overlap", "--batch-size", "--device", "--offset",
-                 "--overwrite", "--cog", "--scheme")
+                 "--overwrite", "--cog", "--scheme", "--attention")
 
 def _positive_int(text: str) -> int:
     try:
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> PredictOptions:
     return PredictOptions(bands=args.bands, tile_size=args.tile_size, overlap=args.overlap,
                           batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, cog=args.cog,
-                          scheme=args.scheme, offset=args.offset)
+                          scheme=args.scheme, offset=args.offset, attention=args.attention)
 
 
 def prepare(args: argparse.Namespace) -> tuple[Path, str, PredictOptions, list[SceneJob]]:

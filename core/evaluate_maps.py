@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .common.errors import UrbanMTLError
+from .common.spec import ATTENTIONS
 from .evaluation.maps import evaluate_scenes
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-maps", help="keep the maps in this folder")
     p.add_argument("--tile-size", type=int, help="tile size in 10 m pixels (default: core.predict's)")
     p.add_argument("--overlap", type=int, help="tile overlap in 10 m pixels (default: core.predict's)")
+    p.add_argument("--attention", choices=ATTENTIONS, help="as core.predict --attention (default: window)")
     return p
 
 
@@ -31,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         scores = evaluate_scenes(args.model, args.manifests, keep_dir=args.keep_maps, tile_size=args.tile_size,
-                                 overlap=args.overlap)
+                                 overlap=args.overlap, attention=args.attention)
     except UrbanMTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

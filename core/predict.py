@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence
 
 from .common.errors import Interrupted, UrbanMTLError
 from .common.signals import defer_signal
-from .common.spec import DEFAULT_BATCH_SIZE, DEVICES, MAJORITY_SIZES, SCHEMES, SIZE_MULTIPLE
+from .common.spec import ATTENTIONS, DEFAULT_BATCH_SIZE, DEVICES, MAJORITY_SIZES, SCHEMES, SIZE_MULTIPLE
 from .inputs.scene import InputSpec
 from .outputs import remove_temporaries
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
     p.add_argument("--scheme", choices=SCHEMES, default=SCHEMES[0],
                    help="blend: overlapping tiles, smooth weights; authors: four diagonal offsets, averaged")
+    p.add_argument("--attention", choices=ATTENTIONS, default=ATTENTIONS[0],
+                   help="window (default): the attention pools over the model's training window around each pixel, "
+                        "the same map whatever the tile size; tile: over each tile (tiles of the training size)")
     p.add_argument("--umep", metavar="PATH",
                    help="also write the LCZ map in UMEP codes (1-10, 101-107) as this GeoTIFF")
     p.add_argument("--w2w", metavar="PATH", help="also write a copy of the LCZ map for WRF's w2w (EPSG:4326, codes "
@@ -179,7 +182,7 @@ def _run(args: argparse.Namespace, console: _Console) -> Any:
     options = PredictOptions(
         bands=args.bands, extent=tuple(args.extent) if args.extent else None, extent_crs=args.extent_crs,
         tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-        overwrite=args.overwrite, cog=args.cog, scheme=args.scheme, offset=args.offset,
+        overwrite=args.overwrite, cog=args.cog, scheme=args.scheme, offset=args.offset, attention=args.attention,
     )
     source: InputSpec = args.input[0] if len(args.input) == 1 else args.input
     import rasterio

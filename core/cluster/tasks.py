@@ -35,6 +35,7 @@ class CachedNetworks(Networks):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict = {}
+        self._mapping: dict = {}
         self._runners: dict = {}
 
     def load(self, model_path, device):
@@ -44,15 +45,23 @@ class CachedNetworks(Networks):
         with self._lock:
             if key not in self._models:
                 self._models.clear()
+                self._mapping.clear()
                 self._runners.clear()
                 self._models[key] = super().load(model_path, device)
             return self._models[key]
 
-    def runner(self, loaded, device):
+    def mapping(self, loaded, window):
         with self._lock:
-            key = (id(loaded.network), device)
+            key = (id(loaded.network), window)
+            if key not in self._mapping:
+                self._mapping[key] = super().mapping(loaded, window)
+            return self._mapping[key]
+
+    def runner(self, network, device):
+        with self._lock:
+            key = (id(network), device)
             if key not in self._runners:
-                self._runners[key] = super().runner(loaded, device)
+                self._runners[key] = super().runner(network, device)
             return self._runners[key]
 
 

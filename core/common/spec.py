@@ -70,6 +70,9 @@ SIZE_MULTIPLE = 8
 MIN_TILE_SIZE = 2 * SIZE_MULTIPLE
 #: Tiling of a model whose card does not say the size of its training windows (core.tiling.model_tiling).
 DEFAULT_TILE_SIZE = 256
+#: How the attention pools when mapping (core.mapping.predict.PredictOptions.attention): over the training window
+#: around each pixel (window, the default) or over each tile (tile, as the network trained).
+ATTENTIONS = ("window", "tile")
 DEFAULT_OVERLAP = 32
 #: The blending scheme of this project, and the authors' four-offset scheme (docs/method.md, "Inference").
 SCHEMES: tuple[str, ...] = ("blend", "authors")

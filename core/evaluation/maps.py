@@ -102,15 +102,15 @@ def score_maps(spec: Any, hse_path: str, lcz_path: str) -> dict[str, Any]:
 
 def evaluate_scenes(model: Optional[str], manifests: Sequence[str], *, keep_dir: Optional[str] = None,
                     log=print, tile_size: Optional[int] = None, overlap: Optional[int] = None,
-                    batch_size: Optional[int] = None) -> list[dict[str, Any]]:
+                    batch_size: Optional[int] = None, attention: Optional[str] = None) -> list[dict[str, Any]]:
     """Map every scene with `model` (None: the bundled one) and score it; maps go to keep_dir (or a temporary
-    folder that is removed). tile_size/overlap/batch_size: as core.predict (None: its defaults)."""
+    folder that is removed). tile_size/overlap/batch_size/attention: as core.predict (None: its defaults)."""
     from ..data import load_manifest
     from ..mapping.predict import PredictOptions, predict_scene
 
     specs = [load_manifest(m) for m in manifests]
-    tiling = {k: v for k, v in (("tile_size", tile_size), ("overlap", overlap), ("batch_size", batch_size))
-              if v is not None}
+    tiling = {k: v for k, v in (("tile_size", tile_size), ("overlap", overlap), ("batch_size", batch_size),
+                                ("attention", attention)) if v is not None}
     scores = []
     with tempfile.TemporaryDirectory(prefix="urbanmtl-maps-") as tmp:
         folder = Path(keep_dir) if keep_dir else Path(tmp)

@@ -5,11 +5,13 @@ number of epochs and the TrainConfig. Light to import: GDAL, YAML and the traini
 
 How fine-tuning follows the training areas (each choice measured with bench/bench_finetune.py, README "Train on
 your own city"): only the LCZ branch learns (FREEZE: the shared features, the HSE head and every BatchNorm keep
-the start model's weights, so the HSE map does not change); training windows are centred on the polygons, every
-class drawn equally often, plus BACKGROUND of them anywhere in the image; on the polygons the user's class is the
-target; everywhere else the start model's own LCZ probabilities are (distillation, weight DISTILL), translated
-where the polygons contradict them (remap_matrix), with the user's classes lumped together, so that the start
-model decides how much of each class the user did not draw stays, and the polygons decide among the user's.
+the start model's weights, so the HSE map does not change); training windows are centred on the polygons, the
+rare classes drawn more often than their share (CLASS_BALANCE), plus BACKGROUND of them anywhere in the image; on
+the polygons the user's class is the target; everywhere else the start model's own LCZ probabilities are
+(distillation, weight DISTILL), translated where the polygons contradict them (remap_matrix), with the user's
+classes lumped together, so that the start model decides how much of each class the user did not draw stays and
+the polygons decide among the user's; as far as the polygons confirm the start model (confirmed_weight), it also
+keeps its split among the user's classes.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ import numpy as np
 from ..common.errors import UrbanMTLError
 from ..common.spec import SIZE_MULTIPLE
 
-#: Training windows are as large as the start model's mapping tiles (core.tiling.model_tiling: its own training
-#: window, 64 px for the bundled model), and the fine-tuned model maps with the same: the network's attention pools
-#: over its whole input, and a model fine-tuned on 64 px windows centred on polygons was measured to change its
-#: answers when mapped in 256 px tiles (Montpellier: 0.96 of the training cells right at 64 px tiles, 0.61 at
-#: 256 px). Smaller images use the largest multiple of 8 that fits. PATCH_SIZE: for a start model without a card.
+#: Training windows are as large as the start model's training windows (core.tiling.training_patch: 64 px for the
+#: bundled model), the window its attention pools over when it maps (core.tiling.attention_window), so the
+#: fine-tuned model maps as it learned. Smaller images use the largest multiple of 8 that fits. PATCH_SIZE: for a
+#: start model whose card does not say.
 PATCH_SIZE = 256
 #: Training length (measured on 2 CPU cores, see the project's report): by default the number of epochs is chosen
 #: so that training sees about TRAIN_WINDOWS windows, whatever the scene's size and the number of polygons (an
@@ -45,8 +46,10 @@ FREEZE = "backbone"
 #: Weight of the distillation loss (the start model's translated map where there is no polygon) against the
 #: polygons' loss; 0 trains on the polygons alone.
 DISTILL = 1.0
-#: How evenly the classes of the polygons are drawn (core.data.windows.class_weights: 1 = every class alike).
-CLASS_BALANCE = 1.0
+#: How evenly the classes of the polygons are drawn (core.data.windows.class_weights: 1 = every class alike, 0 =
+#: every polygon alike): classes in proportion to the square root of their polygons. Every class alike let a
+#: class the user drew rarely take over cells of a common one (measured: bench/bench_finetune.py, README).
+CLASS_BALANCE = 0.5
 #: Share of the training windows drawn anywhere in the image rather than around a polygon (distillation only).
 BACKGROUND = 0.5
 #: Refit: once the held-out test is scored, train again from the start model on every polygon (train and test),
@@ -173,13 +176,16 @@ CONFIRMED, CONFIRMED_SLOPE = 0.7, 2.0
 #: Weight, in 100 m cells, of "the start model's class stays" when the training polygons contradict a class the
 #: user did not draw (remap_matrix).
 REMAP_PRIOR = 10.0
+#: Fewest of the polygons' cells the start model maps as a class the user drew before they can translate it.
+REMAP_MIN_CELLS = 10
 
 
 def remap_matrix(start_map: str, areas: list[Any], prior: float = REMAP_PRIOR) -> tuple[np.ndarray, float]:
     """(17, 17) rows: the start model's class k, columns: the user's class; what the training polygons say of
     the start model's classes. Of the polygons' 100 m cells the start model maps k:
-    - k is a class the user drew: when most of them are of other classes, row k is the share of each class
-      among them (the user contradicts the start model's k: its k becomes the user's classes); else k stays;
+    - k is a class the user drew: when there are at least REMAP_MIN_CELLS of them and most are of other
+      classes, row k is the share of each class among them (the user contradicts the start model's k: its k
+      becomes the user's classes); else k stays;
     - k is a class the user did not draw (every such cell contradicts it): row k is their class counts plus
       `prior` cells of k, normalised: a few contradicting cells move little of k, many move most of it.
     Classes the polygons say nothing about stay as they are (identity rows). Also returns the share of those
@@ -200,7 +206,7 @@ def remap_matrix(start_map: str, areas: list[Any], prior: float = REMAP_PRIOR) -
     matrix = np.eye(NUM_CLASSES)
     for k in range(NUM_CLASSES):
         n = counts[k].sum()
-        if k in drawn and counts[k, k] < n / 2:
+        if k in drawn and n >= REMAP_MIN_CELLS and counts[k, k] < n / 2:
             matrix[k] = counts[k] / n
         elif k not in drawn and n > 0:
             matrix[k] = (counts[k] + prior * np.eye(NUM_CLASSES)[k]) / (n + prior)
@@ -208,13 +214,13 @@ def remap_matrix(start_map: str, areas: list[Any], prior: float = REMAP_PRIOR) -
 
 
 def patch_size(grid: dict[str, Any], start_model: str) -> int:
-    """The start model's mapping tile size (see PATCH_SIZE), or the largest multiple of 8 that fits an image
+    """The start model's training window size (see PATCH_SIZE), or the largest multiple of 8 that fits an image
     smaller than that."""
     from ..network.saving import card_path_for
-    from ..tiling import model_tiling
+    from ..tiling import training_patch
 
     card_file = card_path_for(Path(start_model))
-    tile = model_tiling(json.loads(card_file.read_text()))[0] if card_file.exists() else PATCH_SIZE
+    tile = (training_patch(json.loads(card_file.read_text())) if card_file.exists() else None) or PATCH_SIZE
     size = min(tile, (min(grid["height"], grid["width"]) // SIZE_MULTIPLE) * SIZE_MULTIPLE)
     if size < 64:
         raise UrbanMTLError(f"The image is {grid['width']} x {grid['height']} pixels; fine-tuning needs at least "

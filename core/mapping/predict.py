@@ -25,7 +25,9 @@ from ..common import __version__
 from ..common.atomic import atomic_write
 from ..common.errors import UrbanMTLError
 from ..common.signals import critical_section, signals_deferred
-from ..common.spec import CELL, DEFAULT_BATCH_SIZE, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, check_card
+from ..common.spec import (
+    ATTENTIONS, CELL, DEFAULT_BATCH_SIZE, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, check_card,
+)
 from ..inputs.checks import check_offset
 from ..inputs.errors import READ_ERRORS, damaged_input_error
 from ..inputs.scene import InputSpec, Scene, open_scene
@@ -34,7 +36,7 @@ from ..outputs import (
     ClassStats, GridSpec, OutputLock, OutputSet, check_exports, check_outputs_apart, export_lcz, plan_outputs,
     write_stats_csv,
 )
-from ..tiling import TileLayout, check_tiling, make_layout, model_tiling
+from ..tiling import TileLayout, attention_window, check_tiling, make_layout, model_tiling
 from .accumulate import StripAccumulator, run_tiles
 
 
@@ -52,6 +54,8 @@ class PredictOptions:
     overwrite: bool = False
     cog: bool = False
     scheme: str = SCHEMES[0]                   # blend | authors (core.common.spec.SCHEMES)
+    attention: str = ATTENTIONS[0]             # window: pool over the training window around each pixel (the
+                                               # same map whatever the tile size); tile: over each tile
     offset: Optional[float] = None             # DN offset to use instead of the metadata's (e.g. -1000)
 
 
@@ -83,12 +87,15 @@ def validate_options(options: PredictOptions) -> None:
     if options.extent is not None and len(options.extent) != 4:
         raise UrbanMTLError(f"The extent must be 4 numbers xmin ymin xmax ymax; got {list(options.extent)}.")
     check_offset(options.offset, "The DN offset (--offset)")
+    if options.attention not in ATTENTIONS:
+        raise UrbanMTLError(f"Unknown attention '{options.attention}'. Choose one of: {', '.join(ATTENTIONS)}.")
 
 
 def resolve_tiling(options: PredictOptions, card: dict) -> PredictOptions:
-    """`options` with a tile size/overlap left to the model (None) taken from its card (core.tiling.model_tiling);
-    an overlap too large for a smaller tile the user chose is cut to half that tile's size."""
-    tile, overlap = model_tiling(card)
+    """`options` with a tile size/overlap left to the model (None) taken from its card (core.tiling.model_tiling,
+    for windowed or per-tile attention); an overlap too large for a smaller tile the user chose is cut to half
+    that tile's size."""
+    tile, overlap = model_tiling(card, windowed=window_of(options, card) is not None)
     tile = tile if options.tile_size is None else options.tile_size
     if options.overlap is not None:
         overlap = options.overlap
@@ -111,11 +118,24 @@ def _input_names(source: InputSpec) -> list[str]:
     return [str(source)] if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__") else [str(s) for s in source]
 
 
+def window_of(options: PredictOptions, card: dict) -> Optional[int]:
+    """The attention window (20 m pixels) a run maps with, or None when the attention pools over each tile."""
+    return attention_window(card) if options.attention == "window" else None
+
+
 class Networks:
     """Where predict_scene gets its network: `load` reads the model on a device and checks that it maps both tasks
-    and that its card fits the engine's contract; `runner` wraps it in its traced call (NetworkRunner). Both
-    happen once per scene; a caller mapping many scenes in one process passes a subclass that keeps them
-    (core.cluster.run.CachedNetworks)."""
+    and that its card fits the engine's contract; `mapping` gives the network to map with (with windowed
+    attention when asked, core.network.model.with_attention_window); `runner` wraps that in its traced call
+    (NetworkRunner). All happen once per scene; a caller mapping many scenes in one process passes a subclass
+    that keeps them (core.cluster.tasks.CachedNetworks)."""
+
+    def mapping(self, loaded: Any, window: Optional[int]) -> Any:
+        if window is None:
+            return loaded.network
+        from ..network.model import ModelConfig, with_attention_window
+
+        return with_attention_window(ModelConfig(**loaded.card["config"]), loaded.network, window)
 
     def load(self, model_path: Optional[str], device: str) -> Any:
         import tensorflow as tf
@@ -133,8 +153,8 @@ class Networks:
         check_card(loaded.card, f"The model '{loaded.path}'")
         return loaded
 
-    def runner(self, loaded: Any, device: str) -> NetworkRunner:
-        return NetworkRunner(loaded.network, device)
+    def runner(self, network: Any, device: str) -> NetworkRunner:
+        return NetworkRunner(network, device)
 
 
 def _check_exports(plan: Any, inputs: list[str], umep_path: Optional[str], w2w_path: Optional[str],
@@ -175,9 +195,9 @@ def _say_opened(lock: OutputLock, scene: Scene, say: Callable[[str], None]) -> N
 
 
 def _model_and_layout(scene: Scene, model_path: Optional[str], options: PredictOptions, networks: Networks,
-                      say: Callable[[str], None]) -> tuple[str, Any, PredictOptions, TileLayout]:
-    """(device, loaded model, options with the model's tiling, tile layout) of a run, and the line saying them.
-    A scene with no valid pixel is refused first."""
+                      say: Callable[[str], None]) -> tuple[str, Any, Any, PredictOptions, TileLayout]:
+    """(device, network to map with, loaded model, options with the model's tiling, tile layout) of a run, and
+    the line saying them. A scene with no valid pixel is refused first."""
     if not scene.has_valid_pixels():
         raise UrbanMTLError(
             f"The input {scene.name} has no valid pixel in the area to map (every pixel is nodata or 0 in all "
@@ -187,16 +207,21 @@ def _model_and_layout(scene: Scene, model_path: Optional[str], options: PredictO
     with signals_deferred():             # Keras builds the network through TensorFlow's C++
         loaded = networks.load(model_path, device)
     options = resolve_tiling(options, loaded.card)
+    window = window_of(options, loaded.card)
+    with signals_deferred():
+        network = networks.mapping(loaded, window)
     layout = make_layout(scene.height, scene.width, options.tile_size, options.overlap, options.scheme)
-    say(f"Scene: {scene.width} x {scene.height} pixels at 10 m ({scene.width * scene.height * scene.pixel_area_m2 / 1e6:.2f} km2); "
-        f"{len(layout)} tiles of {layout.tile_width} x {layout.tile_height} px, scheme '{options.scheme}'"
+    km2 = scene.width * scene.height * scene.pixel_area_m2 / 1e6
+    say(f"Scene: {scene.width} x {scene.height} pixels at 10 m ({km2:.2f} km2); {len(layout)} tiles of "
+        f"{layout.tile_width} x {layout.tile_height} px, scheme '{options.scheme}'"
         + (f", overlap {options.overlap}" if options.scheme == "blend" else "")
+        + (f"; attention over {2 * window} px windows" if window else "; attention over each tile")
         + f"; batch {options.batch_size} on {device.strip('/').split(':')[0]}; model {loaded.path}.")
-    return device, loaded, options, layout
+    return device, network, loaded, options, layout
 
 
-def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, options: PredictOptions, plan: Any,
-               lock: OutputLock, networks: Networks, progress: Optional[Callable[[float], None]],
+def _map_tiles(scene: Scene, layout: TileLayout, network: Any, loaded: Any, device: str, options: PredictOptions,
+               plan: Any, lock: OutputLock, networks: Networks, progress: Optional[Callable[[float], None]],
                is_cancelled: Optional[Callable[[], bool]], keep_cells: bool = False
                ) -> tuple[ClassStats, StripAccumulator]:
     """Run every tile into the outputs and commit them: (the LCZ class statistics, the accumulator). keep_cells:
@@ -205,10 +230,11 @@ def _map_tiles(scene: Scene, layout: TileLayout, loaded: Any, device: str, optio
     stats = ClassStats(keep_cells=(grid100.height, grid100.width) if keep_cells else None)
     tags = {"SOFTWARE": f"urbanmtl {__version__}", "URBANMTL_INPUT": scene.name,
             "URBANMTL_MODEL": str(loaded.path), "URBANMTL_SCHEME": options.scheme,
-            "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap)}
+            "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap),
+            "URBANMTL_ATTENTION": options.attention}
     with OutputSet(plan, grid20, grid100, cog=options.cog, tags=tags, lock=lock) as out:
         accumulator = StripAccumulator(layout, out, scene.pixel_area_m2, stats)
-        runner = networks.runner(loaded, device)
+        runner = networks.runner(network, device)
         try:
             run_tiles(scene, layout, runner, accumulator, options.batch_size, progress, is_cancelled)
         except READ_ERRORS as exc:   # outputs raise OutputError, so this is the input failing mid-way
@@ -284,9 +310,9 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
             offset=options.offset) as scene:
         _say_opened(lock, scene, say)
         check_outputs_apart(plan, scene.files)
-        device, loaded, options, layout = _model_and_layout(scene, model_path, options, networks, say)
-        stats, accumulator = _map_tiles(scene, layout, loaded, device, options, plan, lock, networks, progress,
-                                        is_cancelled, keep_cells=bool(majority))
+        device, network, loaded, options, layout = _model_and_layout(scene, model_path, options, networks, say)
+        stats, accumulator = _map_tiles(scene, layout, network, loaded, device, options, plan, lock, networks,
+                                        progress, is_cancelled, keep_cells=bool(majority))
         if exporting:   # still under the output lock
             rows, exports = _export(plan, stats, umep_path, w2w_path, majority, options.overwrite, say)
         else:

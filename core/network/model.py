@@ -4,7 +4,7 @@ Saving and loading it with its model card: core.network.saving."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 import keras
 import numpy as np
@@ -123,6 +123,34 @@ class BilinearUpsample(layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
+@keras.saving.register_keras_serializable(package="urbanmtl")
+class WindowPool(layers.Layer):
+    """Mean and max of a (B, H, W, C) input over square windows of `window` pixels whose centres lie every `stride`
+    pixels, at (stride - 1) / 2 + stride * i: two (B, H / stride, W / stride, C) maps (H, W multiples of stride;
+    window - stride even). Pixels of a window past the input's edge do not count. Separable: along the rows, then
+    the columns, so a window costs 2 x window / stride operations per input pixel, not window squared."""
+
+    def __init__(self, window: int, stride: int, **kwargs):
+        super().__init__(**kwargs)
+        self.window, self.stride = int(window), int(stride)
+
+    def call(self, x):
+        import tensorflow as tf
+
+        w, s = self.window, self.stride
+        mean = tf.nn.avg_pool2d(tf.nn.avg_pool2d(x, (1, w), (1, s), "SAME"), (w, 1), (s, 1), "SAME")
+        top = tf.nn.max_pool2d(tf.nn.max_pool2d(x, (1, w), (1, s), "SAME"), (w, 1), (s, 1), "SAME")
+        return mean, top
+
+    def compute_output_shape(self, input_shape):
+        scale = lambda n: None if n is None else -(-n // self.stride)  # noqa: E731
+        shape = (input_shape[0], scale(input_shape[1]), scale(input_shape[2]), input_shape[3])
+        return shape, shape
+
+    def get_config(self):
+        return {**super().get_config(), "window": self.window, "stride": self.stride}
+
+
 # --- blocks, in the order one draws them ---
 
 
@@ -146,13 +174,29 @@ def dual_pool(x, name: str):
     )
 
 
-def cbam(x, channels: int, name: str, ratio: int = 8):
-    """Convolutional block attention: channel attention (shared MLP on avg and max pooling), then spatial."""
+#: Spacing (20 m pixels) of the points whose windows windowed attention pools (80 m); the attention between them
+#: is interpolated bilinearly.
+ATTENTION_STRIDE = 4
+
+
+def cbam(x, channels: int, name: str, ratio: int = 8, window: Optional[int] = None):
+    """Convolutional block attention: channel attention (shared MLP on avg and max pooling), then spatial.
+
+    window None: the channel attention pools over the whole input (the paper's CBAM; how the network trains).
+    window N (pixels of this 20 m grid): it pools over the N x N window around each point of a grid every
+    ATTENTION_STRIDE pixels and is interpolated in between, so a pixel's attention comes from the window of
+    the training size around it, whatever the size of the tile (mapping; the weights are the same)."""
     dense_1 = layers.Dense(channels // ratio, activation="relu", kernel_initializer="he_normal", name=f"{name}_mlp1")
     dense_2 = layers.Dense(channels, kernel_initializer="he_normal", name=f"{name}_mlp2")
-    avg = dense_2(dense_1(layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_gap")(x)))
-    mx = dense_2(dense_1(layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}_gmp")(x)))
+    if window is None:
+        avg = dense_2(dense_1(layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_gap")(x)))
+        mx = dense_2(dense_1(layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}_gmp")(x)))
+    else:
+        mean, top = WindowPool(window, ATTENTION_STRIDE, name=f"{name}_window")(x)
+        avg, mx = dense_2(dense_1(mean)), dense_2(dense_1(top))
     channel = layers.Activation("sigmoid", name=f"{name}_channel")(layers.Add(name=f"{name}_add")([avg, mx]))
+    if window is not None:
+        channel = BilinearUpsample(ATTENTION_STRIDE, name=f"{name}_channel_up")(channel)
     x = layers.Multiply(name=f"{name}_channel_mul")([x, channel])
     spatial = layers.Conv2D(1, 7, padding="same", activation="sigmoid", kernel_initializer="he_normal",
                             name=f"{name}_spatial")(ChannelPool(name=f"{name}_pool")(x))
@@ -163,8 +207,9 @@ def softmax_head(x, name: str):
     return layers.Conv2D(NUM_CLASSES, 1, activation="softmax", kernel_initializer="he_normal", name=name)(x)
 
 
-def _build(config: ModelConfig) -> keras.Model:
-    """The functional training network; P2F variants take a second input, the HSE reference."""
+def _build(config: ModelConfig, attention_window: Optional[int] = None) -> keras.Model:
+    """The functional training network; P2F variants take a second input, the HSE reference. attention_window:
+    see cbam (None for training)."""
     f, spec, m = config.base_width, config.spec, config.bn_momentum
     image = keras.Input((None, None, config.in_bands), name="image")
     inputs = {"image": image}
@@ -182,13 +227,13 @@ def _build(config: ModelConfig) -> keras.Model:
     outputs: dict[str, Any] = {}
     hse = None
     if spec["hse"]:
-        h = cbam(shared, 16 * f, "hse_cbam") if spec["cbam"] else shared
+        h = cbam(shared, 16 * f, "hse_cbam", window=attention_window) if spec["cbam"] else shared
         h = layers.Dropout(config.dropout, name="hse_dropout")(h)
         hse = layers.Conv2D(1, 1, activation="sigmoid", kernel_initializer="he_normal", name="hse")(h)
         outputs["hse"] = hse
 
     if spec["lcz"]:
-        l = cbam(shared, 16 * f, "lcz_cbam") if spec["cbam"] else shared
+        l = cbam(shared, 16 * f, "lcz_cbam", window=attention_window) if spec["cbam"] else shared
         merge1 = dual_pool(l, "merge1")                           # 32f channels, 40 m
         l = layers.Dropout(config.dropout, name="lcz_dropout1")(merge1)
         l = conv_block(l, 32 * f, True, "block5", m)
@@ -226,8 +271,9 @@ class NoReference(layers.Layer):
         return (input_shape[0], half(input_shape[1]), half(input_shape[2]), 1)
 
 
-def build_networks(config: ModelConfig) -> tuple[keras.Model, keras.Model]:
-    """(training network, inference network) sharing every weight.
+def build_networks(config: ModelConfig, attention_window: Optional[int] = None) -> tuple[keras.Model, keras.Model]:
+    """(training network, inference network) sharing every weight. attention_window (20 m pixels): the CBAMs'
+    channel attention pools over windows of that size instead of the whole input (cbam; for mapping).
 
     Training network: a dict input {"image": (B,H,W,bands)} plus, for P2F variants, {"hse_guide":
     (B,H/2,W/2,1)} (the HSE reference, NaN where there is none); outputs {"hse": (B,H/2,W/2,1) 0..1,
@@ -235,13 +281,25 @@ def build_networks(config: ModelConfig) -> tuple[keras.Model, keras.Model]:
     Inference network: the image alone, (B,H,W,bands) reflectance with H and W multiples of 8; P2F is
     fed by the network's own HSE prediction in the same forward pass.
     """
-    train = _build(config)
+    train = _build(config, attention_window)
     image = keras.Input((None, None, config.in_bands), name="image")
     feed = {"image": image}
     if config.spec["p2f"]:
         feed["hse_guide"] = NoReference(name="no_reference")(image)
     infer = keras.Model(image, train(feed), name=f"{train.name}_inference")
     return train, infer
+
+
+def with_attention_window(config: ModelConfig, network: keras.Model, window: int) -> keras.Model:
+    """The inference network `network` (of `config`, any attention) rebuilt with windowed channel attention of
+    `window` 20 m pixels (cbam) and its weights, layer by layer: the same map whatever the tile size."""
+    _, windowed = build_networks(config, attention_window=window)
+    name = f"urbanmtl_{config.variant}"
+    source, target = network.get_layer(name), windowed.get_layer(name)
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+    return windowed
 
 
 def count_parameters(model: keras.Model) -> int:

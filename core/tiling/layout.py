@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -63,27 +63,57 @@ class TileLayout:
         return len(self.tiles)
 
 
-def model_tiling(card: dict) -> tuple[int, int]:
-    """(tile_size, overlap) a model maps with by default: tiles as large as its training windows, overlapping by
-    a quarter of that on each side (64 px tiles, 16 px overlap for the bundled model).
+#: Tiles of a model whose attention pools over windows (attention_window), in 10 m pixels: large, because the map
+#: no longer depends on the tile size, and overlapping by the network's reach (README, "Speed and tiling").
+WINDOWED_TILE_SIZE, WINDOWED_OVERLAP = 512, 64
 
-    The network's attention (CBAM) pools over its whole input, so its answers depend on the input's size: the
-    bundled model, trained on 64 px windows, was measured on three validation cities with 256 px tiles at built/
-    natural OA 0.840/0.898/0.810 and HSE MAE 0.140/0.131/0.108, with 64 px tiles (overlap 16) at 0.876/0.926/
-    0.841 and 0.106/0.089/0.075, at the same speed (README, "Tiling"). A card's `tiling` entry
+
+def training_patch(card: dict) -> Optional[int]:
+    """The size (10 m pixels) of the windows a model was trained on (its card's training config), or None."""
+    config = (card.get("training", {}).get("config", {}) if isinstance(card, dict) else {}) or {}
+    patch = config.get("patch_size")
+    ok = isinstance(patch, int) and patch >= MIN_TILE_SIZE and patch % SIZE_MULTIPLE == 0
+    return patch if ok else None
+
+
+def attention_window(card: dict) -> Optional[int]:
+    """The window (20 m pixels) the network's channel attention pools over when it maps: the card's
+    "attention_window", else half its training windows (the 20 m size of what it trained on); None when the card
+    says neither or the model has no attention modules (it then pools over each tile, as it trained)."""
+    if not isinstance(card, dict):
+        return None
+    if isinstance(card.get("attention_window"), int):
+        return card["attention_window"]
+    if (card.get("config") or {}).get("variant") == "mtl_no_cbam":
+        return None
+    patch = training_patch(card)
+    return patch // OUTPUT_FACTOR if patch else None
+
+
+def model_tiling(card: dict, windowed: bool = True) -> tuple[int, int]:
+    """(tile_size, overlap) a model maps with by default.
+
+    With windowed attention (attention_window, the default for a model whose card gives its training windows)
+    the map does not depend on the tile size: WINDOWED_TILE_SIZE tiles overlapping by WINDOWED_OVERLAP.
+    Without it (windowed False, or a card that does not say), the network's attention pools over its whole input
+    and its answers depend on the input's size: tiles as large as its training windows, overlapping by a quarter
+    of that on each side (measured for the bundled model v3 on three validation cities: 256 px tiles gave
+    built/natural OA 0.840/0.898/0.810, 64 px tiles 0.876/0.926/0.841). A card's `tiling` entry
     ({"tile_size": n, "overlap": m}) takes precedence; a card without either falls back to DEFAULT_TILE_SIZE/
     DEFAULT_OVERLAP (256/32, core.common.spec). A model trained with a label margin (config `label_margin`) overlaps
-    its tiles by twice that margin."""
+    its tiles by at least twice that margin."""
     tiling = card.get("tiling") if isinstance(card, dict) else None
     if isinstance(tiling, dict) and "tile_size" in tiling:
         tile = int(tiling["tile_size"])
         return tile, int(tiling.get("overlap", tile // 4))
-    config = (card.get("training", {}).get("config", {}) if isinstance(card, dict) else {}) or {}
-    patch = config.get("patch_size")
-    if isinstance(patch, int) and patch >= MIN_TILE_SIZE and patch % SIZE_MULTIPLE == 0:
+    patch = training_patch(card)
+    margin = ((card.get("training", {}).get("config", {}) or {}).get("label_margin") or 0) if patch else 0
+    margin = margin if isinstance(margin, int) and margin > 0 else 0
+    if windowed and attention_window(card):
+        return WINDOWED_TILE_SIZE, max(WINDOWED_OVERLAP, 2 * margin)
+    if patch:
         overlap = patch // 4
-        margin = config.get("label_margin") or 0
-        if isinstance(margin, int) and margin > 0:
+        if margin:
             # Trained without a loss on `margin` pixels of each edge: neighbours overlap by twice that, so
             # each tile's edge is weighted down against the centre of the next tile (up to half a tile).
             overlap = min(max(overlap, 2 * margin), patch // 2)

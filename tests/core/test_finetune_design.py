@@ -65,11 +65,16 @@ def test_remap_translates_contradicted_classes_and_keeps_the_others(tmp_path):
 
 def test_remap_of_a_drawn_class_the_user_calls_otherwise_in_most_cells(tmp_path):
     start = np.full((10, 10), 14, np.uint8)
-    start[0, 0:4] = 4              # the start model's 4: 3 cells the user calls 2, 1 the user calls 4
-    areas = [_area(2, 0, _cells(0, 0, 1, 3)), _area(4, 1, _cells(0, 3, 1, 1)), _area(4, 2, _cells(5, 5))]
+    start[0:2, 0:6] = 4            # the start model's 4: 8 cells the user calls 2, 4 the user calls 4
+    areas = [_area(2, 0, _cells(0, 0, 2, 4)), _area(4, 1, _cells(0, 4, 2, 2)), _area(4, 2, _cells(5, 5))]
     m, agreement = remap_matrix(_map(tmp_path, start), areas)
-    assert agreement == pytest.approx(1 / 5)
-    assert m[3, 1] == pytest.approx(0.75) and m[3, 3] == pytest.approx(0.25)
+    assert agreement == pytest.approx(4 / 13)
+    assert m[3, 1] == pytest.approx(8 / 12) and m[3, 3] == pytest.approx(4 / 12)
+    # With fewer than REMAP_MIN_CELLS cells (here 4: 3 against, 1 for), a class the user drew stays.
+    start[1] = 14
+    start[0, 4:6] = 14
+    m, _ = remap_matrix(_map(tmp_path, start, "few.tif"), areas)
+    assert m[3, 3] == 1.0
 
 
 def test_distill_map_lumps_the_user_classes_after_the_translation(tmp_path):

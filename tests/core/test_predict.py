@@ -24,14 +24,13 @@ from core.common.lcz import COLORS, hex_to_rgb, label
 from core.network.model import ModelConfig, build_networks
 from core.network.saving import base_card, save_model
 from core.outputs import ClassStats
-from core.mapping.accumulate import Cancelled
-from core.mapping.accumulate import StripAccumulator, run_tiles
+from core.mapping.accumulate import Cancelled, StripAccumulator, run_tiles
 from core.mapping.predict import PredictOptions, predict_scene
 from core.network.inference import NetworkRunner
 from core.predict import main
 from core.inputs.scene import open_scene
 from core.tiling.layout import make_layout
-from tests.fakedata import write_raster
+from tests.fakedata import L1C_BANDS, write_raster
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
@@ -558,3 +557,30 @@ def test_real_scene_crop_from_geotiff_and_from_jp2_files(tmp_path, models):
     assert (lcz_j == lcz_t).mean() > 0.95
     with rasterio.open(r.hse_path) as ds:
         assert ds.bounds.left == 336000 and ds.bounds.top == 5817280 and ds.crs.to_epsg() == 32633
+
+
+def test_windowed_attention_maps_alike_whatever_the_tile_size(tmp_path):
+    """With the attention pooling over the training window around each pixel, 128 px tiles (overlap 64) give
+    the map of one tile over the whole scene; pooling over each tile, they do not (a tiny random network whose
+    LCZ argmax is easily tipped: the control shows the comparison can fail)."""
+    net = calibrated_tiny_network()
+    card = base_card(ModelConfig(base_width=4), net)
+    card["training"] = {"config": {"patch_size": 32}}
+    model = str(save_model(net, tmp_path / "windowed" / "model.keras", card))
+    scene = write_scene(tmp_path / "scene.tif", smooth_scene(320, 320), nodata=0,
+                        descriptions=list(L1C_BANDS))
+    maps = {}
+    for attention in ("window", "tile"):
+        for tile, overlap in ((320, 0), (128, 64)):
+            tag = f"{attention}{tile}"
+            result = predict_scene(scene, str(tmp_path / f"{tag}_hse.tif"), str(tmp_path / f"{tag}_lcz.tif"),
+                                   model_path=model, options=PredictOptions(tile_size=tile, overlap=overlap,
+                                                                            attention=attention))
+            assert result.tiles == (1 if tile == 320 else 16)
+            maps[tag] = read1(tmp_path / f"{tag}_hse.tif"), read1(tmp_path / f"{tag}_lcz.tif")
+    (hse1, lcz1), (hse2, lcz2) = maps["window320"], maps["window128"]
+    assert np.abs(hse1 - hse2).max() < 0.005 and (lcz1 == lcz2).mean() >= 0.99
+    (hse1, lcz1), (hse2, lcz2) = maps["tile320"], maps["tile128"]
+    assert (lcz1 == lcz2).mean() < 0.95
+    with rasterio.open(tmp_path / "window128_lcz.tif") as ds:
+        assert ds.tags()["URBANMTL_ATTENTION"] == "window"

@@ -137,33 +137,43 @@ def test_unknown_scheme_and_batch_size():
 # --- the model's own tiling ---
 
 
-def test_model_tiling_follows_the_training_window_of_the_card():
-    from core.tiling.layout import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, model_tiling
+def test_model_tiling_follows_the_attention_and_the_training_window_of_the_card():
+    from core.tiling import attention_window, model_tiling
+    from core.tiling.layout import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, WINDOWED_OVERLAP, WINDOWED_TILE_SIZE
 
-    assert model_tiling({"training": {"config": {"patch_size": 64}}}) == (64, 16)
-    assert model_tiling({"training": {"config": {"patch_size": 128}}}) == (128, 32)
-    assert model_tiling({"training": {"config": {"patch_size": 40}}}) == (40, 8)      # 10 -> 8, a multiple of 8
-    assert model_tiling({"tiling": {"tile_size": 96, "overlap": 24},
-                         "training": {"config": {"patch_size": 64}}}) == (96, 24)   # an explicit entry wins
+    card = {"training": {"config": {"patch_size": 64}}}
+    # Windowed attention (the default where the card gives the training window): large tiles, the same map.
+    assert attention_window(card) == 32 and model_tiling(card) == (WINDOWED_TILE_SIZE, WINDOWED_OVERLAP)
+    assert attention_window({"attention_window": 20, **card}) == 20
+    assert attention_window({"config": {"variant": "mtl_no_cbam"}, **card}) is None
+    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 48}}}) == (WINDOWED_TILE_SIZE, 96)
+    # Attention over each tile: tiles of the training window, overlapping by a quarter of it.
+    assert model_tiling(card, windowed=False) == (64, 16)
+    assert model_tiling({"training": {"config": {"patch_size": 128}}}, windowed=False) == (128, 32)
+    assert model_tiling({"training": {"config": {"patch_size": 40}}}, windowed=False) == (40, 8)   # 10 -> 8
+    assert model_tiling({"tiling": {"tile_size": 96, "overlap": 24}, **card}) == (96, 24)   # an explicit entry wins
     # A label margin (losses left out at the window edge): tiles overlap by twice it, at most half a tile.
-    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 16}}}) == (64, 32)
-    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 4}}}) == (64, 16)
-    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 24}}}) == (64, 32)
+    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 16}}}, windowed=False) == (64, 32)
+    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 4}}}, windowed=False) == (64, 16)
+    assert model_tiling({"training": {"config": {"patch_size": 64, "label_margin": 24}}}, windowed=False) == (64, 32)
     for card in ({}, {"training": {}}, {"training": {"config": {"patch_size": 12}}}, None):
-        assert model_tiling(card) == (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP)
+        assert attention_window(card) is None and model_tiling(card) == (DEFAULT_TILE_SIZE, DEFAULT_OVERLAP)
 
 
-def test_the_bundled_model_maps_in_its_64_px_training_window():
+def test_the_bundled_model_maps_with_its_64_px_training_window_as_the_attention_window():
     import json
 
+    from core.mapping.predict import PredictOptions, resolve_tiling, window_of
     from core.network.saving import DEFAULT_MODEL_PATH, card_path_for
-    from core.mapping.predict import PredictOptions, resolve_tiling
+    from core.tiling.layout import WINDOWED_OVERLAP, WINDOWED_TILE_SIZE
 
     card = json.loads(card_path_for(DEFAULT_MODEL_PATH).read_text())
     resolved = resolve_tiling(PredictOptions(), card)
-    assert (resolved.tile_size, resolved.overlap) == (64, 16)
-    assert (resolve_tiling(PredictOptions(tile_size=256), card).tile_size,
-            resolve_tiling(PredictOptions(tile_size=256), card).overlap) == (256, 16)
-    assert resolve_tiling(PredictOptions(tile_size=16), card).overlap == 8      # cut to half a small tile
+    assert window_of(resolved, card) == 32
+    assert (resolved.tile_size, resolved.overlap) == (WINDOWED_TILE_SIZE, WINDOWED_OVERLAP)
+    per_tile = resolve_tiling(PredictOptions(attention="tile"), card)
+    assert window_of(per_tile, card) is None and (per_tile.tile_size, per_tile.overlap) == (64, 16)
+    assert resolve_tiling(PredictOptions(tile_size=256, attention="tile"), card).overlap == 16
+    assert resolve_tiling(PredictOptions(tile_size=16, attention="tile"), card).overlap == 8   # half a small tile
     with pytest.raises(UrbanMTLError, match="overlap must be between 0 and half the tile size"):
-        resolve_tiling(PredictOptions(overlap=40), card)
+        resolve_tiling(PredictOptions(overlap=40, tile_size=64), card)
