@@ -2,8 +2,13 @@
 
 Run by hand from the repository root:
 
-    .venv/bin/python bench/bench_inference.py --quick                 # 512 and 1024 px scenes
-    .venv/bin/python bench/bench_inference.py --sizes 1024 4096 10980 # the full table (hours on 2 CPU cores)
+    .venv/bin/python bench/bench_inference.py --quick                  # 512 and 1024 px scenes
+    .venv/bin/python bench/bench_inference.py --sizes 2048 --methods blend patch   # km2/s against the peer
+    .venv/bin/python bench/bench_inference.py --sizes 10980 --methods blend        # a full Sentinel-2 tile
+
+Everything is the engine's defaults unless told otherwise: the bundled model, its tiling (core.tiling.
+model_tiling: 512 px tiles overlapping by 32 with windowed attention), its batch size (core.common.spec.
+default_batch_size: one 512 px tile per call), device auto.
 
 Methods, each run in its own child process so its peak RSS (the kernel's high-water mark) is its own:
   blend    core.mapping.predict.predict_scene, overlapping tiles with smooth blending weights (this project)
@@ -12,8 +17,8 @@ Methods, each run in its own child process so its peak RSS (the kernel's high-wa
            100 m cell, centred on the cell, batched; LCZ only (that network has no HSE output)
 Scenes are synthetic 10-band uint16 rasters of S x S 10 m pixels: one 1024 x 1024 DEFLATE GeoTIFF tile repeated
 by a VRT mosaic, so a 10980 px scene needs 20 MB of disk; reading it is cheaper than reading a real scene (the
-tile stays in GDAL's block cache), so the figures slightly favour I/O. Without --model the network is the
-paper's configuration (base width 16) with random weights: speed does not depend on the weights.
+tile stays in GDAL's block cache), so the figures slightly favour I/O. --random-weights: the paper's network
+(base width 16) with random weights instead of the bundled model (speed does not depend on the weights).
 
 FLOPs are counted by TensorFlow's graph profiler (tf.compat.v1 profiler, float_operation: 2 per multiply-add)
 on the traced inference function for one tile / one patch. "pure" is the time of the network calls alone on
@@ -36,6 +41,10 @@ from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+PROCESS_START = time.perf_counter()
+
+from core.common.spec import ATTENTIONS  # noqa: E402  (no TensorFlow)
 
 TEACHER = REPO / ".." / "shared" / "teachers" / "so2sat_lcz42_s2_resnet20.keras"
 BASE_TILE = 1024
@@ -138,11 +147,11 @@ def pure_compute_seconds(call, batch_shape: tuple[int, ...], n_batches: int, las
 
 
 def child_engine(args: dict) -> dict:
-    """One run of core.predict on a scene, then the pure network time on the same tiles."""
-    import numpy as np
-
-    from core.mapping.predict import NetworkRunner, PredictOptions, predict_scene, select_device
-    from core.network.saving import load_model
+    """One run of predict_scene on a scene, then the pure network time on the same tiles, with the same network
+    (the mapping network: windowed attention unless --attention tile)."""
+    from core.mapping.predict import (
+        Networks, NetworkRunner, PredictOptions, predict_scene, resolve_tiling, select_device, window_of,
+    )
     from core.tiling.layout import make_layout
 
     marks: dict[str, float] = {}
@@ -155,29 +164,36 @@ def child_engine(args: dict) -> dict:
 
     out = Path(args["out"])
     options = PredictOptions(tile_size=args["tile_size"], overlap=args["overlap"], batch_size=args["batch_size"],
-                             device=args["device"], scheme=args["scheme"], overwrite=True)
+                             device=args["device"], scheme=args["scheme"], attention=args["attention"],
+                             overwrite=True)
     t0 = time.perf_counter()
-    result = predict_scene(args["scene"], str(out / "hse.tif"), str(out / "lcz.tif"), model_path=args["model"],
-                           options=options, log=log)
+    predict_scene(args["scene"], str(out / "hse.tif"), str(out / "lcz.tif"), model_path=args["model"],
+                  options=options, log=log)
     total = time.perf_counter() - t0
     engine = time.perf_counter() - marks["start"]
     _, peak = rss_mb()
     peak_kernel = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     size = args["size"]
-    layout = make_layout(size, size, args["tile_size"], args["overlap"], args["scheme"])
+    networks = Networks()
     device = select_device(args["device"])
-    network = load_model(args["model"]).network
+    loaded = networks.load(args["model"], device)
+    options = resolve_tiling(options, loaded.card)
+    network = networks.mapping(loaded, window_of(options, loaded.card))
+    layout = make_layout(size, size, options.tile_size, options.overlap, options.scheme)
     runner = NetworkRunner(network, device)
     th, tw = layout.tile_height, layout.tile_width
     n_tiles = len(layout.tiles)
-    n_batches = math.ceil(n_tiles / args["batch_size"])
-    last = n_tiles - (n_batches - 1) * args["batch_size"]
-    pure, trace = pure_compute_seconds(runner, (args["batch_size"], th, tw, 10), n_batches, last)
+    batch = options.batch_size
+    n_batches = math.ceil(n_tiles / batch)
+    last = n_tiles - (n_batches - 1) * batch
+    pure, trace = pure_compute_seconds(runner, (batch, th, tw, 10), n_batches, last)
     flops_tile = graph_flops(lambda x: network(x, training=False), (1, th, tw, 10))
+    startup = marks["start"] - PROCESS_START + trace    # importing TensorFlow, loading, building, tracing
     return dict(total_s=total, engine_s=engine, pure_s=pure, trace_s=trace, tiles=n_tiles, tile=f"{th}x{tw}",
-                model_flops_px=flops_tile / (th * tw), flops=flops_tile * n_tiles, peak_mb=peak_kernel,
-                base_mb=base_rss[0], hwm_mb=peak, km2=size * size * 1e-4)
+                overlap=options.overlap, batch=batch, startup_s=startup, model_flops_px=flops_tile / (th * tw),
+                flops=flops_tile * n_tiles,
+                peak_mb=peak_kernel, base_mb=base_rss[0], hwm_mb=peak, km2=size * size * 1e-4)
 
 
 def child_patch(args: dict) -> dict:
@@ -259,11 +275,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 10980], help="scene edges in 10 m pixels")
     p.add_argument("--quick", action="store_true", help="only 512 and 1024 px scenes")
     p.add_argument("--methods", nargs="+", default=["blend", "authors", "patch"], choices=["blend", "authors", "patch"])
-    p.add_argument("--model", help="model.keras (default: the paper's network with random weights)")
+    p.add_argument("--model", help="model.keras (default: the bundled model)")
+    p.add_argument("--random-weights", action="store_true", help="the paper's network with random weights")
     p.add_argument("--teacher", default=str(TEACHER), help="So2Sat ResNet20 .keras for the patch-wise peer")
-    p.add_argument("--tile-size", type=int, default=256)
-    p.add_argument("--overlap", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tile-size", type=int, help="default: the engine's for the model (core.tiling.model_tiling)")
+    p.add_argument("--overlap", type=int, help="default: the engine's for the model")
+    p.add_argument("--batch-size", type=int, help="default: the engine's for the tile size")
+    p.add_argument("--attention", default=ATTENTIONS[0], choices=ATTENTIONS)
     p.add_argument("--patch-batch", type=int, default=256)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one run")
@@ -281,7 +299,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         a.methods = [m for m in a.methods if m != "patch"]
     work = Path(tempfile.mkdtemp(prefix="urbanmtl-bench-"))
     model = a.model
-    if model is None:
+    if a.random_weights:
         from core.network.model import ModelConfig, build_networks
         from core.network.saving import base_card, save_model
 
@@ -298,7 +316,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             out = work / f"out_{size}_{method}"
             out.mkdir()
             args = dict(scene=str(scene), size=size, out=str(out), model=model, teacher=a.teacher,
-                        tile_size=a.tile_size, overlap=a.overlap, batch_size=a.batch_size,
+                        tile_size=a.tile_size, overlap=a.overlap, batch_size=a.batch_size, attention=a.attention,
                         patch_batch=a.patch_batch, device=a.device,
                         scheme="authors" if method == "authors" else "blend")
             print(f"running {method} on {size} x {size} px ...", file=sys.stderr, flush=True)
@@ -310,8 +328,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def print_table(rows: list[tuple[int, str, dict]], a) -> None:
-    print(f"\nurbanmtl inference benchmark  (tile {a.tile_size}, overlap {a.overlap}, batch {a.batch_size}; "
-          f"patch batch {a.patch_batch}; device {a.device}; {os.cpu_count()} CPUs visible)")
+    tiling = sorted({f"{r['tile']} px overlap {r['overlap']} batch {r['batch']}" for _, m, r in rows if "overlap" in r})
+    print(f"\nurbanmtl inference benchmark  (tiles {', '.join(tiling) or '-'}, attention {a.attention}; model {a.model or ('random weights' if a.random_weights else 'bundled')}; patch batch "
+          f"{a.patch_batch}; device {a.device}; {os.cpu_count()} CPUs visible)")
     head = (f"{'size px':>8} {'method':>8} {'km2':>8} {'units':>8} {'total s':>8} {'engine s':>9} {'km2/s':>7} "
             f"{'pure s':>7} {'trace s':>7} {'overhead':>8} {'GFLOP':>7} {'GFLOP/s':>8} {'kFLOP/in':>9} "
             f"{'kFLOP/map':>9} {'base MB':>8} {'peak MB':>8}")
@@ -332,6 +351,10 @@ def print_table(rows: list[tuple[int, str, dict]], a) -> None:
           "model's cost); kFLOP/map: per mapped scene pixel (tile overlap, offsets or patch overlap "
           "included). base MB: RSS after loading, before the first tile; peak MB: the RSS high-water mark.")
     by = {(s, m): r for s, m, r in rows}
+    for size, method, r in rows:
+        if "startup_s" in r:
+            print(f"{size} px {method}: start-up {r['startup_s']:.1f} s (importing TensorFlow, loading the model, "
+                  f"building the mapping network, tracing its call), before the first tile")
     for size in sorted({s for s, _, _ in rows}):
         b = by.get((size, "blend"))
         for other in ("authors", "patch"):

@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence
 
 from .common.errors import Interrupted, UrbanMTLError
 from .common.signals import defer_signal
-from .common.spec import ATTENTIONS, DEFAULT_BATCH_SIZE, DEVICES, MAJORITY_SIZES, SCHEMES, SIZE_MULTIPLE
+from .common.spec import ATTENTIONS, BATCH_PIXELS, DEVICES, MAJORITY_SIZES, SCHEMES, SIZE_MULTIPLE
 from .inputs.scene import InputSpec
 from .outputs import remove_temporaries
 
@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"training windows, 64 for the bundled model)")
     p.add_argument("--overlap", type=int, help="pixels each tile shares with each neighbour (default: a quarter "
                    "of the model's tile size, 16 for the bundled model)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"tiles per network call ({DEFAULT_BATCH_SIZE})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"tiles per network call (default: as many as make {BATCH_PIXELS} pixels, at least 1)")
     p.add_argument("--device", choices=DEVICES, default=DEVICES[0], help="where the network runs (auto)")
     p.add_argument("--offset", type=float, help="DN offset to apply instead of the metadata's (e.g. -1000)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -102,22 +102,23 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
             QgsProcessingParameterFile(
                 self.MODEL, tr("Model (.keras; empty = the bundled model)"), QgsProcessingParameterFile.File,
                 extension="", optional=True, fileFilter=tr("Keras models (*.keras)")),
-            # Empty = the model's own tiling (its training window: 64 px tiles, overlap 16 for the bundled model).
+            # Empty = the engine's tiling for the model (core.tiling.model_tiling: 512 px tiles overlapping by 32
+            # for the bundled model, whose attention pools over its training window).
             QgsProcessingParameterNumber(
-                self.TILE_SIZE, tr("Tile size ({gsd} m pixels, multiple of {multiple}; empty = the model's training "
-                                   "window)").format(gsd=spec.INPUT_GSD_M, multiple=spec.SIZE_MULTIPLE),
+                self.TILE_SIZE, tr("Tile size ({gsd} m pixels, multiple of {multiple}; empty = the engine's for the "
+                                   "model)").format(gsd=spec.INPUT_GSD_M, multiple=spec.SIZE_MULTIPLE),
                 QgsProcessingParameterNumber.Integer, None, optional=True, minValue=spec.MIN_TILE_SIZE,
                 maxValue=4096),
             QgsProcessingParameterNumber(
-                self.OVERLAP, tr("Tile overlap (10 m pixels on each side; empty = a quarter of the tile)"),
+                self.OVERLAP, tr("Tile overlap (10 m pixels on each side; empty = the engine's for the model)"),
                 QgsProcessingParameterNumber.Integer, None, optional=True, minValue=0, maxValue=1024),
             QgsProcessingParameterEnum(
                 self.DEVICE, tr("Compute on"),
                 [tr("Automatic (GPU if TensorFlow sees one, else CPU)"), tr("CPU"), tr("GPU")], defaultValue=0),
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, tr("Tiles per batch"), QgsProcessingParameterNumber.Integer,
-                spec.DEFAULT_BATCH_SIZE, minValue=1,
-                maxValue=256),
+                self.BATCH_SIZE, tr("Tiles per batch (empty = as many as make {pixels} pixels, at least 1)").format(
+                    pixels=spec.BATCH_PIXELS), QgsProcessingParameterNumber.Integer, None, optional=True,
+                minValue=1, maxValue=256),
             QgsProcessingParameterNumber(
                 self.OFFSET, tr("DN offset to use instead of the product metadata's (e.g. -1000)"),
                 QgsProcessingParameterNumber.Double, None, optional=True, minValue=-spec.DN_SCALE,
@@ -207,7 +208,7 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
         return {
             "bands": bands, "extent": extent, "extent_crs": extent_crs,
             "tile_size": optional_number(self.TILE_SIZE), "overlap": optional_number(self.OVERLAP),
-            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            "batch_size": optional_number(self.BATCH_SIZE),
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             # The Processing dialog has already asked before replacing a file the user chose.
             "overwrite": True,

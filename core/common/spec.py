@@ -78,7 +78,15 @@ DEFAULT_OVERLAP = 32
 SCHEMES: tuple[str, ...] = ("blend", "authors")
 #: Where the network runs.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
-DEFAULT_BATCH_SIZE = 4
+#: Tiles per network call when the caller does not say: as many as make this many input pixels, at least one
+#: (one 512 px tile at the default tiling). A 512 x 512 px call peaks near 300 MB above the loaded network (2 CPU
+#: cores, bench/bench_inference.py); 4 of them took the run past 1.4 GB.
+BATCH_PIXELS = 512 * 512
+
+
+def default_batch_size(tile_size: int) -> int:
+    """Tiles per network call for tiles of tile_size x tile_size px (BATCH_PIXELS)."""
+    return max(1, BATCH_PIXELS // (tile_size * tile_size))
 
 
 def temporary_pattern(final: PurePath) -> re.Pattern[str]:

@@ -197,37 +197,52 @@ def _read_batch(scene: Scene, tiles: Sequence[Tile]) -> tuple[list[Tile], np.nda
     return keep, batch, masks, skipped
 
 
+def _accumulate(accumulator: StripAccumulator, keep: list[Tile], outputs: tuple[np.ndarray, np.ndarray],
+                masks: list[np.ndarray], next_row: Optional[int]) -> None:
+    """Add one batch's outputs to the accumulator and finish the rows it completed (the writer thread's job)."""
+    hse, lcz = outputs
+    for j, tile in enumerate(keep):
+        # A batch may straddle two tile rows: finish what the first row completed before the second is
+        # added, so the buffer never spans more than one tile row and a step.
+        accumulator.finish(accumulator.finishable(tile.row))
+        accumulator.add(tile, hse[j], lcz[j], masks[j])
+    accumulator.finish(accumulator.finishable(next_row))
+
+
 def run_tiles(scene: Scene, layout: TileLayout, runner: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
               accumulator: StripAccumulator, batch_size: int,
               progress: Optional[Callable[[float], None]] = None,
               is_cancelled: Optional[Callable[[], bool]] = None) -> int:
     """Stream every tile of `layout` through `runner` into `accumulator`, finishing rows as soon as they are
-    final. The next batch is read in a background thread while the network runs. Returns the number of
-    tiles run (tiles with no valid input pixel are skipped). Raises Cancelled when is_cancelled() is true
-    before a batch."""
+    final. Three stages overlap: a reader thread reads the next batch and a writer thread blends and writes
+    the last one while the network runs on this one (each stage in order, one batch ahead or behind at most).
+    Returns the number of tiles run (tiles with no valid input pixel are skipped). Raises Cancelled when
+    is_cancelled() is true before a batch; an error of the reader or the writer is raised as it happened."""
     groups = batched(layout.tiles, batch_size)
     total = len(layout.tiles)
     done = ran = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="urbanmtl-read") as pool:
-        pending: Future = pool.submit(_read_batch, scene, groups[0])
-        for i, group in enumerate(groups):
-            if is_cancelled is not None and is_cancelled():
-                pending.cancel()
-                raise Cancelled()
-            keep, batch, masks, _ = pending.result()
-            if i + 1 < len(groups):
-                pending = pool.submit(_read_batch, scene, groups[i + 1])
-            if keep:
-                hse, lcz = runner(batch)
-                for j, tile in enumerate(keep):
-                    # A batch may straddle two tile rows: finish what the first row completed before the
-                    # second is added, so the buffer never spans more than one tile row and a step.
-                    accumulator.finish(accumulator.finishable(tile.row))
-                    accumulator.add(tile, hse[j], lcz[j], masks[j])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="urbanmtl-read") as reader, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="urbanmtl-write") as writer:
+        pending: Future = reader.submit(_read_batch, scene, groups[0])
+        written: Optional[Future] = None
+        try:
+            for i, group in enumerate(groups):
+                if is_cancelled is not None and is_cancelled():
+                    raise Cancelled()
+                keep, batch, masks, _ = pending.result()
+                if i + 1 < len(groups):
+                    pending = reader.submit(_read_batch, scene, groups[i + 1])
+                next_row = groups[i + 1][0].row if i + 1 < len(groups) else None
+                outputs = runner(batch) if keep else (None, None)
+                if written is not None:
+                    written.result()              # the writer's last batch is in (and its error raised)
+                written = writer.submit(_accumulate, accumulator, keep, outputs, masks, next_row)
                 ran += len(keep)
-            done += len(group)
-            next_row = groups[i + 1][0].row if i + 1 < len(groups) else None
-            accumulator.finish(accumulator.finishable(next_row))
-            if progress is not None:
-                progress(100.0 * done / total)
+                done += len(group)
+                if progress is not None:
+                    progress(100.0 * done / total)
+            if written is not None:
+                written.result()
+        finally:
+            pending.cancel()
     return ran

@@ -26,7 +26,7 @@ from ..common.atomic import atomic_write
 from ..common.errors import UrbanMTLError
 from ..common.signals import critical_section, signals_deferred
 from ..common.spec import (
-    ATTENTIONS, CELL, DEFAULT_BATCH_SIZE, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, check_card,
+    ATTENTIONS, CELL, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, check_card, default_batch_size,
 )
 from ..inputs.checks import check_offset
 from ..inputs.errors import READ_ERRORS, damaged_input_error
@@ -49,7 +49,7 @@ class PredictOptions:
     extent_crs: Optional[str] = None           # WKT/EPSG of extent; None = the input's CRS
     tile_size: Optional[int] = None            # pixels at 10 m, multiple of 8; None: the model's (model_tiling)
     overlap: Optional[int] = None              # pixels on each side shared with neighbours; None: the model's
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: Optional[int] = None           # tiles per network call; None: core.common.spec.default_batch_size
     device: str = DEVICES[0]                   # auto | cpu | gpu (core.common.spec.DEVICES)
     overwrite: bool = False
     cog: bool = False
@@ -80,7 +80,8 @@ def validate_options(options: PredictOptions) -> None:
     left to the model (None) is checked with the model's values once its card is read."""
     check_tiling(DEFAULT_TILE_SIZE if options.tile_size is None else options.tile_size,
                  0 if options.overlap is None else options.overlap, options.scheme)
-    if not isinstance(options.batch_size, (int, np.integer)) or options.batch_size < 1:
+    if options.batch_size is not None and (not isinstance(options.batch_size, (int, np.integer))
+                                           or options.batch_size < 1):
         raise UrbanMTLError(f"batch_size must be a positive whole number; got {options.batch_size}.")
     if options.device not in DEVICES:
         raise UrbanMTLError(f"Unknown device '{options.device}'. Choose one of: {', '.join(DEVICES)}.")
@@ -94,7 +95,7 @@ def validate_options(options: PredictOptions) -> None:
 def resolve_tiling(options: PredictOptions, card: dict) -> PredictOptions:
     """`options` with a tile size/overlap left to the model (None) taken from its card (core.tiling.model_tiling,
     for windowed or per-tile attention); an overlap too large for a smaller tile the user chose is cut to half
-    that tile's size."""
+    that tile's size; a batch size left open is the tile size's (core.common.spec.default_batch_size)."""
     tile, overlap = model_tiling(card, windowed=window_of(options, card) is not None)
     tile = tile if options.tile_size is None else options.tile_size
     if options.overlap is not None:
@@ -102,7 +103,8 @@ def resolve_tiling(options: PredictOptions, card: dict) -> PredictOptions:
     elif 2 * overlap > tile:
         overlap = tile // 2
     check_tiling(tile, overlap, options.scheme)
-    return replace(options, tile_size=tile, overlap=overlap)
+    batch = default_batch_size(tile) if options.batch_size is None else options.batch_size
+    return replace(options, tile_size=tile, overlap=overlap, batch_size=batch)
 
 
 def _grids(scene: Scene) -> tuple[GridSpec, GridSpec]:

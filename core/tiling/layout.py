@@ -65,7 +65,7 @@ class TileLayout:
 
 #: Tiles of a model whose attention pools over windows (attention_window), in 10 m pixels: large, because the map
 #: no longer depends on the tile size, and overlapping by the network's reach (README, "Speed and tiling").
-WINDOWED_TILE_SIZE, WINDOWED_OVERLAP = 512, 64
+WINDOWED_TILE_SIZE, WINDOWED_OVERLAP = 512, 32
 
 
 def training_patch(card: dict) -> Optional[int]:

@@ -435,7 +435,7 @@ def test_progress_and_log(tmp_path, models):
     logs: list[str] = []
     out = tmp_path / "o"
     result = predict_scene(src, str(out / "h.tif"), str(out / "l.tif"), model_path=models["pointwise"],
-                           options=PredictOptions(tile_size=16, overlap=0), progress=seen.append,
+                           options=PredictOptions(tile_size=16, overlap=0, batch_size=4), progress=seen.append,
                            log=logs.append)
     assert seen == sorted(seen) and seen[-1] == 100 and len(seen) == 4
     assert logs == result.messages and any("tiles" in m for m in logs)

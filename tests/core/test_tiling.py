@@ -177,3 +177,17 @@ def test_the_bundled_model_maps_with_its_64_px_training_window_as_the_attention_
     assert resolve_tiling(PredictOptions(tile_size=16, attention="tile"), card).overlap == 8   # half a small tile
     with pytest.raises(UrbanMTLError, match="overlap must be between 0 and half the tile size"):
         resolve_tiling(PredictOptions(overlap=40, tile_size=64), card)
+
+
+def test_the_batch_size_left_open_follows_the_tile_size():
+    """One 512 px tile per call at the default tiling (a batch of 4 took the run past 1.4 GB), as many small
+    tiles as make the same pixels; a batch size the caller gives is kept."""
+    from core.common.spec import BATCH_PIXELS, default_batch_size
+    from core.mapping.predict import PredictOptions, resolve_tiling
+
+    assert (default_batch_size(512), default_batch_size(256), default_batch_size(64)) == (1, 4, 64)
+    assert default_batch_size(1024) == 1 and default_batch_size(16) * 16 * 16 == BATCH_PIXELS
+    card = {"training": {"config": {"patch_size": 64}}}
+    assert resolve_tiling(PredictOptions(), card).batch_size == 1
+    assert resolve_tiling(PredictOptions(attention="tile"), card).batch_size == 64
+    assert resolve_tiling(PredictOptions(batch_size=3), card).batch_size == 3

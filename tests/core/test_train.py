@@ -116,14 +116,15 @@ def test_bad_ema_is_refused(data, tmp_path, capsys):
 def test_a_label_margin_trains_on_the_window_centre_and_maps_with_overlapping_tiles(data, tmp_path):
     from core.data import iterate_batches, open_datasets
     from core.network.model import ModelConfig
-    from core.tiling.layout import model_tiling
+    from core.tiling.layout import WINDOWED_OVERLAP, WINDOWED_TILE_SIZE, model_tiling
 
     run = tmp_path / "margin"
     assert train_module.main(["--data", data["train"], "--val-data", data["val"], "--epochs", "1",
                               "--label-margin", "8", "--out", str(run), *SMALL]) == 0
     card = json.loads((run / "model_card.json").read_text())
     assert card["training"]["config"]["label_margin"] == 8
-    assert model_tiling(card) == (32, 16)          # tiles overlap by twice the margin
+    assert model_tiling(card, windowed=False) == (32, 16)          # tiles overlap by twice the margin
+    assert model_tiling(card) == (WINDOWED_TILE_SIZE, max(WINDOWED_OVERLAP, 16))
     # The trainer's losses ignore the references of the margin and only those.
     trainer, _ = build_trainer(ModelConfig(base_width=8), 0.002, label_margin=8)
     trainer.load_weights(run / "best.weights.h5")

@@ -53,8 +53,9 @@ def test_bundled_model_in_qgis_process_maps_lakes_as_water_and_villages_as_settl
     # No MODEL parameter: the algorithm must fall back to the bundled model.
     done = qgis_process(env, "run", "urbanmtl:map_hse_lcz", "--", f"INPUT={scene}", f"OUTPUT_HSE={hse_path}",
                         f"OUTPUT_LCZ={lcz_path}", timeout=600)
-    # No tile size either: the engine maps in the bundled model's own training window (its card).
-    assert "tiles of 64 x 64 px" in done.stdout and "overlap 16" in done.stdout, done.stdout
+    # No tile size either: the engine's tiling for the bundled model (windowed attention: large tiles).
+    assert "tiles of 512 x 512 px" in done.stdout and "overlap 32" in done.stdout, done.stdout
+    assert "attention over 64 px windows" in done.stdout and "batch 1 " in done.stdout, done.stdout
 
     with rasterio.open(lcz_path) as lcz:
         codes = lcz.read(1)
