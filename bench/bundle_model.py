@@ -52,7 +52,7 @@ DESCRIPTION = {
     "limitations": [
         "Trained on pseudo-labels of one teacher (So2Sat ResNet20): its confusions among the open classes 5/6/8/9, bare soil/paved and scattered trees are learned too; rare classes (LCZ 1, 7, 10; B, C, E) are barely learned, dense trees (A) and bare soil (F) poorly (F1 0.14, 0.10 on validation windows).",
         "Its built/natural disagreements with the teacher lie mostly between sparsely built or large low-rise (LCZ 9, 8) and low plants (D): LCZ 9 against D alone makes 57 % of them in Beihai, 26 % in Montpellier, and 8 against D 42 % in Rio.",
-        "Validation cities (Montpellier, Rio, Beihai), mapped with the default 64 px tiles, miss part of the targets LCZ OA >= 0.60 (Montpellier 0.572), built/natural OA >= 0.90 (Montpellier 0.891, Beihai 0.854) and HSE MAE <= 0.10 (Montpellier 0.104); see validation_cities.",
+        "Validation cities (Montpellier, Rio, Beihai), mapped in 64 px tiles with attention over each tile, miss part of the targets LCZ OA >= 0.60 (Montpellier 0.572), built/natural OA >= 0.90 (Montpellier 0.891, Beihai 0.854) and HSE MAE <= 0.10 (Montpellier 0.104); see validation_cities.",
         "16 metropolitan areas, one date each: seasons, snow and arid cities are thinly covered.",
         "HSE is a class-mean proxy smooth at the 300 m scale, not building-level imperviousness.",
         "Clouds, snow and haze are not masked and can be mapped as built-up or bare.",
@@ -121,13 +121,14 @@ def main(run: str) -> int:
         sys.exit(f"{model} is {size_mb:.1f} MB; the bundled model must stay under {MAX_MB} MB.")
     card = {**json.loads(card_file.read_text()), **DESCRIPTION, "model_file_mb": round(size_mb, 2)}
     val_scenes = card["training"]["config"].get("val_scenes") or []
-    from core.tiling.layout import model_tiling
+    from core.tiling.layout import attention_window, model_tiling
 
-    # The engine maps with the model's training window (core.tiling.model_tiling); written out for the reader.
+    # The engine's default tiling for this model (core.tiling.model_tiling), written out for the reader.
     tile, overlap = model_tiling(card)
-    card["tiling"] = {"tile_size": tile, "overlap": overlap,
-                      "why": "the size of the training windows: the attention modules pool over the whole input, so "
-                             "the model answers best on inputs of the size it was trained on (bench/bench_tiling.py)"}
+    card["tiling"] = {"tile_size": tile, "overlap": overlap, "attention_window": attention_window(card),
+                      "why": "windowed attention: the CBAMs' channel attention pools over the training window "
+                             "around each point (core.network.model.with_attention_window), so the map does not "
+                             "depend on the tile size and tiles can be large (README, Tiling)"}
     if (SHARED / "cities" / "cities.json").exists():
         card["training_scenes"] = training_scenes(val_scenes)
         card["validation_cities"] = city_scores(model, val_scenes)

@@ -58,10 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map only this rectangle (in the input's CRS unless --extent-crs)")
     p.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326")
     p.add_argument("--tile-size", type=int,
-                   help=f"tile edge in 10 m pixels, multiple of {SIZE_MULTIPLE} (default: the size of the model's "
-                        f"training windows, 64 for the bundled model)")
-    p.add_argument("--overlap", type=int, help="pixels each tile shares with each neighbour (default: a quarter "
-                   "of the model's tile size, 16 for the bundled model)")
+                   help=f"tile edge in 10 m pixels, multiple of {SIZE_MULTIPLE} (default: the engine's for the model, "
+                        f"core.tiling.model_tiling: 512 with windowed attention; with --attention tile, the size of "
+                        f"the model's training windows, 64 for the bundled model)")
+    p.add_argument("--overlap", type=int, help="pixels each tile shares with each neighbour (default: 32 with "
+                   "windowed attention, at least the model's label margin; with --attention tile a quarter of the "
+                   "tile size, 16 for the bundled model)")
     p.add_argument("--batch-size", type=int,
                    help=f"tiles per network call (default: as many as make {BATCH_PIXELS} pixels, at least 1)")
     p.add_argument("--device", choices=DEVICES, default=DEVICES[0], help="where the network runs (auto)")
