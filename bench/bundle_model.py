@@ -121,14 +121,6 @@ def main(run: str) -> int:
         sys.exit(f"{model} is {size_mb:.1f} MB; the bundled model must stay under {MAX_MB} MB.")
     card = {**json.loads(card_file.read_text()), **DESCRIPTION, "model_file_mb": round(size_mb, 2)}
     val_scenes = card["training"]["config"].get("val_scenes") or []
-    from core.tiling.layout import attention_window, model_tiling
-
-    # The engine's default tiling for this model (core.tiling.model_tiling), written out for the reader.
-    tile, overlap = model_tiling(card)
-    card["tiling"] = {"tile_size": tile, "overlap": overlap, "attention_window": attention_window(card),
-                      "why": "windowed attention: the CBAMs' channel attention pools over the training window "
-                             "around each point (core.network.model.with_attention_window), so the map does not "
-                             "depend on the tile size and tiles can be large (README, Tiling)"}
     if (SHARED / "cities" / "cities.json").exists():
         card["training_scenes"] = training_scenes(val_scenes)
         card["validation_cities"] = city_scores(model, val_scenes)

@@ -38,6 +38,7 @@ from .common.signals import defer_signal
 from .common.spec import ATTENTIONS, BATCH_PIXELS, DEVICES, MAJORITY_SIZES, SCHEMES, SIZE_MULTIPLE
 from .inputs.scene import InputSpec
 from .outputs import remove_temporaries
+from .tiling.layout import WINDOWED_OVERLAP, WINDOWED_TILE_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326")
     p.add_argument("--tile-size", type=int,
                    help=f"tile edge in 10 m pixels, multiple of {SIZE_MULTIPLE} (default: the engine's for the model, "
-                        f"core.tiling.model_tiling: 512 with windowed attention; with --attention tile, the size of "
-                        f"the model's training windows, 64 for the bundled model)")
-    p.add_argument("--overlap", type=int, help="pixels each tile shares with each neighbour (default: 32 with "
-                   "windowed attention, at least the model's label margin; with --attention tile a quarter of the "
+                        f"core.tiling.model_tiling: {WINDOWED_TILE_SIZE} with windowed attention; with --attention "
+                        f"tile, the size of the model's training windows, 64 for the bundled model)")
+    p.add_argument("--overlap", type=int,
+                   help=f"pixels each tile shares with each neighbour (default: {WINDOWED_OVERLAP} "
+                   "with windowed attention, at least the model's label margin; with --attention tile a quarter of the "
                    "tile size, 16 for the bundled model)")
     p.add_argument("--batch-size", type=int,
                    help=f"tiles per network call (default: as many as make {BATCH_PIXELS} pixels, at least 1)")
