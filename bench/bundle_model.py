@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 MODELS = REPO / "models"
 SHARED = REPO.parent / "shared" / "data"
 MAX_MB = 20
-DATE_FOLDERS = ("cities", "cities_date2")
+from leave_region_out import DATE_FOLDERS  # noqa: E402  (bench/ is on sys.path when run as a script)
 RUNS = REPO / "runs"
 MEANS = ("lcz_oa", "oa_bu", "hse_mae", "built_share", "built_share_teacher")
 

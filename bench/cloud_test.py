@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-FOLDERS = ("cities", "cities_date2")
+from leave_region_out import DATE_FOLDERS as FOLDERS  # noqa: E402  (bench/ is on sys.path as a script)
 
 
 def tests(image: np.ndarray) -> dict[str, np.ndarray]:

@@ -26,11 +26,14 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
 WUDAPT = DATA / "references" / "paris_wudapt_lcz.tif"
 SITES = ("paris", "bercy")
+from leave_region_out import DATE_FOLDERS  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def scores(pred: np.ndarray, ref: np.ndarray) -> dict:
-    return {"oa": float(np.mean(pred == ref)), "oa_bu": float(np.mean((pred <= 10) == (ref <= 10))),
-            "built_share": float(np.mean(pred <= 10))}
+    from core.evaluation.maps import BUILT_MAX
+
+    return {"oa": float(np.mean(pred == ref)), "oa_bu": float(np.mean((pred <= BUILT_MAX) == (ref <= BUILT_MAX))),
+            "built_share": float(np.mean(pred <= BUILT_MAX))}
 
 
 def agreement(model: str | None, manifest: Path, maps: Path) -> dict:
@@ -48,7 +51,7 @@ def agreement(model: str | None, manifest: Path, maps: Path) -> dict:
     both = (pred > 0) & (teacher > 0) & (wudapt > 0)
     ours, theirs = scores(pred[both], wudapt[both]), scores(teacher[both], wudapt[both])
     return {"scene": spec.name, "cells": int(both.sum()), "model": ours, "teacher": theirs,
-            "wudapt_built_share": float(np.mean(wudapt[both] <= 10)),
+            "wudapt_built_share": scores(wudapt[both], wudapt[both])["built_share"],
             "oa_bu_minus_teacher": ours["oa_bu"] - theirs["oa_bu"]}
 
 
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
     maps = out / a.label / "maps"
     maps.mkdir(parents=True, exist_ok=True)
     rows = []
-    for folder in ("cities", "cities_date2"):
+    for folder in DATE_FOLDERS:
         for site in SITES:
             for manifest in sorted((DATA / folder).glob(f"{site}_*.yaml")):
                 row = agreement(a.model, manifest, maps)
