@@ -10,7 +10,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-h5py python3-rasterio p
 	xvfb xauth libgl1-mesa-dri libglx-mesa0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test test-core test-desktop demo system venv clean
+.PHONY: test test-core test-desktop demo system venv clean litert
 
 # System packages from Debian 12 (QGIS 3.22 LTR and the compiled geospatial stack); skipped when present.
 system:
@@ -38,6 +38,12 @@ test-core: venv
 # The real QGIS desktop under Xvfb with OpenGL (GLX): the plugin as a user runs it (also part of `make test`).
 test-desktop: venv
 	$(PY) -m pytest -q tests/desktop
+
+# Release step: the bundled model's LiteRT files, written only if LiteRT and TensorFlow map every shared city scene
+# (both dates) the same (core.export_litert; about 4 minutes on 2 cores).
+SHARED_CITIES := $(wildcard ../shared/data/cities/*_S2L1C_10band.tif ../shared/data/cities_date2/*_S2L1C_10band.tif)
+litert: venv
+	$(PY) -m core.export_litert --check $(SHARED_CITIES)
 
 demo: venv
 	$(PY) -m tools.demo

@@ -1,28 +1,29 @@
-"""Benchmark of scene inference: speed (km2/s), peak memory, overhead over pure model compute, FLOP rate.
+"""Benchmark of scene inference: speed (km2/s), start-up, peak memory, overhead over pure network compute.
 
 Run by hand from the repository root:
 
     .venv/bin/python bench/bench_inference.py --quick                  # 512 and 1024 px scenes
-    .venv/bin/python bench/bench_inference.py --sizes 2048 --methods blend patch   # km2/s against the peer
-    .venv/bin/python bench/bench_inference.py --sizes 10980 --methods blend        # a full Sentinel-2 tile
+    .venv/bin/python bench/bench_inference.py --sizes 3072 --cli     # both runtimes and the peer, whole processes
+    .venv/bin/python bench/bench_inference.py --sizes 10980 --methods litert      # a full Sentinel-2 tile
 
 Everything is the engine's defaults unless told otherwise: the bundled model, its tiling (core.tiling.
 model_tiling: 512 px tiles overlapping by 32 with windowed attention), its batch size (core.common.spec.
 default_batch_size: one 512 px tile per call), device auto.
 
 Methods, each run in its own child process so its peak RSS (the kernel's high-water mark) is its own:
-  blend    core.mapping.predict.predict_scene, overlapping tiles with smooth blending weights (this project)
-  authors  the same engine with scheme="authors" (four diagonal offsets, no overlap, averaged)
-  patch    the patch-wise peer: the So2Sat LCZ42 ResNet20 (../shared/teachers) on one 32 x 32 patch per
-           100 m cell, centred on the cell, batched; LCZ only (that network has no HSE output)
+  litert      core.mapping.predict.predict_scene on LiteRT (XNNPACK), overlapping tiles with smooth blending weights
+  tensorflow  the same on TensorFlow
+  authors     the engine (its automatic runtime) with scheme="authors" (four diagonal offsets, no overlap, averaged)
+  patch       the patch-wise peer: the So2Sat LCZ42 ResNet20 (../shared/teachers) on TensorFlow, one 32 x 32 patch
+              per 100 m cell, centred on the cell, batched; LCZ only (that network has no HSE output)
 Scenes are synthetic 10-band uint16 rasters of S x S 10 m pixels: one 1024 x 1024 DEFLATE GeoTIFF tile repeated
 by a VRT mosaic, so a 10980 px scene needs 20 MB of disk; reading it is cheaper than reading a real scene (the
-tile stays in GDAL's block cache), so the figures slightly favour I/O. --random-weights: the paper's network
-(base width 16) with random weights instead of the bundled model (speed does not depend on the weights).
+tile stays in GDAL's block cache), so the figures slightly favour I/O; --scene FILE measures a real scene instead.
+--cli also times whole `python -m core.predict SCENE --hse H --lcz L` processes with no flags, as a user runs them,
+on each scene and (best of 2) on a 256 px scene.
 
-FLOPs are counted by TensorFlow's graph profiler (tf.compat.v1 profiler, float_operation: 2 per multiply-add)
-on the traced inference function for one tile / one patch. "pure" is the time of the network calls alone on
-pre-made batches of the same shape and number as the run used (timed on up to 20 batches, then scaled).
+"pure" is the time of the network calls alone on pre-made batches of the same shape and number as the run used
+(timed on up to 20 batches, then scaled).
 """
 
 from __future__ import annotations
@@ -113,17 +114,6 @@ def rss_mb() -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
-def graph_flops(fn, shape: tuple[int, ...]) -> float:
-    """FLOPs of one call of a tf.function on a float32 input of `shape`, by the TF graph profiler."""
-    import tensorflow as tf
-    from tensorflow.python.profiler.model_analyzer import profile
-    from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
-
-    concrete = tf.function(fn, autograph=False).get_concrete_function(tf.TensorSpec(shape, tf.float32))
-    opts = ProfileOptionBuilder(ProfileOptionBuilder.float_operation()).with_empty_output().build()
-    return float(profile(concrete.graph, options=opts).total_float_ops)
-
-
 def pure_compute_seconds(call, batch_shape: tuple[int, ...], n_batches: int, last_batch: int) -> tuple[float, float]:
     """(seconds for n_batches network calls on pre-made random batches, the last of last_batch items;
     extra seconds of the first call, i.e. tracing the tf.function)."""
@@ -147,11 +137,11 @@ def pure_compute_seconds(call, batch_shape: tuple[int, ...], n_batches: int, las
 
 
 def child_engine(args: dict) -> dict:
-    """One run of predict_scene on a scene, then the pure network time on the same tiles, with the same network
-    (the mapping network: windowed attention unless --attention tile)."""
-    from core.mapping.predict import (
-        Networks, NetworkRunner, PredictOptions, predict_scene, resolve_tiling, select_device, window_of,
-    )
+    """One run of predict_scene on a scene, then the pure network time on the same tiles, with the same network and
+    runtime (the mapping network: windowed attention unless --attention tile; LiteRT or TensorFlow)."""
+    from core.common.options import PredictOptions
+    from core.mapping.networks import Networks, read_model, run_runtime
+    from core.mapping.predict import predict_scene, resolve_tiling, window_of
     from core.tiling.layout import make_layout
 
     marks: dict[str, float] = {}
@@ -165,35 +155,35 @@ def child_engine(args: dict) -> dict:
     out = Path(args["out"])
     options = PredictOptions(tile_size=args["tile_size"], overlap=args["overlap"], batch_size=args["batch_size"],
                              device=args["device"], scheme=args["scheme"], attention=args["attention"],
-                             overwrite=True)
+                             runtime=args["runtime"], overwrite=True)
     t0 = time.perf_counter()
-    predict_scene(args["scene"], str(out / "hse.tif"), str(out / "lcz.tif"), model_path=args["model"],
-                  options=options, log=log)
+    result = predict_scene(args["scene"], str(out / "hse.tif"), str(out / "lcz.tif"), model_path=args["model"],
+                           options=options, log=log)
     total = time.perf_counter() - t0
     engine = time.perf_counter() - marks["start"]
     _, peak = rss_mb()
     peak_kernel = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     size = args["size"]
+    model_file, card = read_model(args["model"])
+    options = resolve_tiling(options, card)
+    window = window_of(options, card)
+    runtime = run_runtime(options.runtime, options.device, model_file, card, window)
     networks = Networks()
-    device = select_device(args["device"])
-    loaded = networks.load(args["model"], device)
-    options = resolve_tiling(options, loaded.card)
-    network = networks.mapping(loaded, window_of(options, loaded.card))
+    network = networks.mapping(networks.load(args["model"], runtime), window)
     layout = make_layout(size, size, options.tile_size, options.overlap, options.scheme)
-    runner = NetworkRunner(network, device)
+    runner = networks.runner(network, runtime)
     th, tw = layout.tile_height, layout.tile_width
     n_tiles = len(layout.tiles)
     batch = options.batch_size
     n_batches = math.ceil(n_tiles / batch)
     last = n_tiles - (n_batches - 1) * batch
     pure, trace = pure_compute_seconds(runner, (batch, th, tw, 10), n_batches, last)
-    flops_tile = graph_flops(lambda x: network(x, training=False), (1, th, tw, 10))
-    startup = marks["start"] - PROCESS_START + trace    # importing TensorFlow, loading, building, tracing
+    startup = marks["start"] - PROCESS_START + trace    # imports, reading the card, loading, the first call's extra
     return dict(total_s=total, engine_s=engine, pure_s=pure, trace_s=trace, tiles=n_tiles, tile=f"{th}x{tw}",
-                overlap=options.overlap, batch=batch, startup_s=startup, model_flops_px=flops_tile / (th * tw),
-                flops=flops_tile * n_tiles,
-                peak_mb=peak_kernel, base_mb=base_rss[0], hwm_mb=peak, km2=size * size * 1e-4)
+                overlap=options.overlap, batch=batch, startup_s=startup, runtime=result.runtime,
+                peak_mb=peak_kernel, base_mb=base_rss[0], hwm_mb=peak, km2=size * size * 1e-4,
+                tensorflow_loaded="tensorflow" in sys.modules)
 
 
 def child_patch(args: dict) -> dict:
@@ -245,10 +235,8 @@ def child_patch(args: dict) -> dict:
     n_batches = math.ceil(patches_run / batch)
     pure, trace = pure_compute_seconds(call, (batch, 32, 32, 10), n_batches,
                                        patches_run - (n_batches - 1) * batch)
-    flops_patch = graph_flops(lambda x: model(x, training=False), (1, 32, 32, 10))
     size = args["size"]
     return dict(total_s=engine, engine_s=engine, pure_s=pure, trace_s=trace, tiles=patches_run, tile="32x32",
-                model_flops_px=flops_patch / (32 * 32), flops=flops_patch * patches_run,
                 peak_mb=peak_kernel, base_mb=base, hwm_mb=rss_mb()[1], km2=size * size * 1e-4)
 
 
@@ -256,8 +244,11 @@ def child_patch(args: dict) -> dict:
 
 
 def run_child(kind: str, args: dict, timeout: float) -> Optional[dict]:
+    """One measurement in its own process; its result, with the process's whole wall time ("process_s": start-up,
+    imports and loading included) added."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(args)]
+    t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     except subprocess.TimeoutExpired:
@@ -265,18 +256,44 @@ def run_child(kind: str, args: dict, timeout: float) -> Optional[dict]:
         return None
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return {**json.loads(line[len("RESULT "):]), "process_s": time.perf_counter() - t0}
     print(f"  {kind} {args['size']} px failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
     return None
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def time_cli(scene: Path, out: Path, rounds: int) -> tuple[float, float]:
+    """(best wall time of `rounds` whole `python -m core.predict SCENE --hse --lcz` processes with no other flag, the
+    peak RSS in MB of the last, from os.wait4's rusage of that process alone), as a user runs it."""
+    best, peak = float("inf"), 0.0
+    for _ in range(rounds):
+        for f in out.glob("cli_*.tif"):
+            f.unlink()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "core.predict", str(scene), "--hse", str(out / "cli_hse.tif"),
+                                 "--lcz", str(out / "cli_lcz.tif")], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise RuntimeError(f"python -m core.predict {scene} failed with status {proc.returncode}")
+        best = min(best, time.perf_counter() - t0)
+        peak = usage.ru_maxrss / 1024
+    return best, peak
+
+
+ENGINE_METHODS = {"litert": ("litert", "blend"), "tensorflow": ("tensorflow", "blend"), "authors": ("auto", "authors")}
+
+
+def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 10980], help="scene edges in 10 m pixels")
     p.add_argument("--quick", action="store_true", help="only 512 and 1024 px scenes")
-    p.add_argument("--methods", nargs="+", default=["blend", "authors", "patch"], choices=["blend", "authors", "patch"])
+    p.add_argument("--scene", help="a real scene instead of the synthetic ones (its size is its own)")
+    p.add_argument("--methods", nargs="+", default=["litert", "tensorflow", "patch"],
+                   choices=[*ENGINE_METHODS, "patch"])
+    p.add_argument("--cli", action="store_true",
+                   help="also time whole 'python -m core.predict' processes with no flags (and a 256 px scene)")
     p.add_argument("--model", help="model.keras (default: the bundled model)")
-    p.add_argument("--random-weights", action="store_true", help="the paper's network with random weights")
     p.add_argument("--teacher", default=str(TEACHER), help="So2Sat ResNet20 .keras for the patch-wise peer")
     p.add_argument("--tile-size", type=int, help="default: the engine's for the model (core.tiling.model_tiling)")
     p.add_argument("--overlap", type=int, help="default: the engine's for the model")
@@ -286,88 +303,92 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one run")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    a = parse(argv)
     if a.child:
         kind, payload = a.child
         result = (child_patch if kind == "patch" else child_engine)(json.loads(payload))
         print("RESULT " + json.dumps(result))
         return 0
-
-    sizes = [512, 1024] if a.quick else a.sizes
     if "patch" in a.methods and not Path(a.teacher).exists():
         print(f"note: {a.teacher} not found; the patch-wise peer is skipped.", file=sys.stderr)
         a.methods = [m for m in a.methods if m != "patch"]
     work = Path(tempfile.mkdtemp(prefix="urbanmtl-bench-"))
-    model = a.model
-    if a.random_weights:
-        from core.network.model import ModelConfig, build_networks
-        from core.network.saving import base_card, save_model
-
-        config = ModelConfig()
-        network = build_networks(config)[1]
-        model = str(save_model(network, work / "random" / "model.keras", base_card(config, network)))
     base = work / "base.tif"
     make_base_tile(base)
-    rows = []
-    for size in sizes:
-        scene = work / f"scene_{size}.vrt"
-        make_scene_vrt(base, size, scene)
+    scenes = []
+    if a.scene:
+        import rasterio
+
+        with rasterio.open(a.scene) as ds:
+            scenes.append((min(ds.width, ds.height), Path(a.scene)))
+    for size in ([512, 1024] if a.quick else [] if a.scene else a.sizes):
+        scenes.append((size, work / f"scene_{size}.vrt"))
+        make_scene_vrt(base, size, scenes[-1][1])
+    rows, cli = [], {}
+    for size, scene in scenes:
         for method in a.methods:
             out = work / f"out_{size}_{method}"
             out.mkdir()
-            args = dict(scene=str(scene), size=size, out=str(out), model=model, teacher=a.teacher,
+            runtime, scheme = ENGINE_METHODS.get(method, ("auto", "blend"))
+            args = dict(scene=str(scene), size=size, out=str(out), model=a.model, teacher=a.teacher,
                         tile_size=a.tile_size, overlap=a.overlap, batch_size=a.batch_size, attention=a.attention,
-                        patch_batch=a.patch_batch, device=a.device,
-                        scheme="authors" if method == "authors" else "blend")
+                        patch_batch=a.patch_batch, device=a.device, scheme=scheme, runtime=runtime)
             print(f"running {method} on {size} x {size} px ...", file=sys.stderr, flush=True)
             res = run_child("patch" if method == "patch" else "engine", args, a.timeout)
             if res is not None:
                 rows.append((size, method, res))
-    print_table(rows, a)
+        if a.cli:
+            cli[size] = time_cli(scene, work, 1)
+    if a.cli:
+        small = work / "scene_256.vrt"
+        make_scene_vrt(base, 256, small)
+        cli[256] = time_cli(small, work, 2)
+    print_table(rows, cli, a)
     return 0
 
 
-def print_table(rows: list[tuple[int, str, dict]], a) -> None:
+def print_table(rows: list[tuple[int, str, dict]], cli: dict, a) -> None:
     tiling = sorted({f"{r['tile']} px overlap {r['overlap']} batch {r['batch']}" for _, m, r in rows if "overlap" in r})
-    print(f"\nurbanmtl inference benchmark  (tiles {', '.join(tiling) or '-'}, attention {a.attention}; model {a.model or ('random weights' if a.random_weights else 'bundled')}; patch batch "
-          f"{a.patch_batch}; device {a.device}; {os.cpu_count()} CPUs visible)")
-    head = (f"{'size px':>8} {'method':>8} {'km2':>8} {'units':>8} {'total s':>8} {'engine s':>9} {'km2/s':>7} "
-            f"{'pure s':>7} {'trace s':>7} {'overhead':>8} {'GFLOP':>7} {'GFLOP/s':>8} {'kFLOP/in':>9} "
-            f"{'kFLOP/map':>9} {'base MB':>8} {'peak MB':>8}")
+    flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f.startswith("avx512")}) \
+        if os.path.exists("/proc/cpuinfo") else []
+    print(f"\nurbanmtl inference benchmark  (tiles {', '.join(tiling) or '-'}, attention {a.attention}; model "
+          f"{a.model or 'bundled'}; patch batch {a.patch_batch}; device {a.device}; {os.cpu_count()} CPUs visible; "
+          f"AVX-512: {' '.join(flags) or 'none'})")
+    head = (f"{'size px':>8} {'method':>10} {'km2':>8} {'units':>7} {'process s':>9} {'engine s':>9} {'km2/s':>7} "
+            f"{'pure s':>7} {'first s':>7} {'overhead':>8} {'start s':>7} {'base MB':>8} {'peak MB':>8}")
     print(head)
     print("-" * len(head))
     for size, method, r in rows:
         overhead = 100 * (r["engine_s"] - r["pure_s"]) / r["engine_s"]
-        print(f"{size:>8} {method:>8} {r['km2']:>8.1f} {r['tiles']:>8} {r['total_s']:>8.1f} {r['engine_s']:>9.1f} "
-              f"{r['km2'] / r['engine_s']:>7.2f} {r['pure_s']:>7.1f} {r['trace_s']:>7.1f} {overhead:>7.0f}% "
-              f"{r['flops'] / 1e9:>7.0f} {r['flops'] / r['engine_s'] / 1e9:>8.1f} "
-              f"{r['model_flops_px'] / 1e3:>9.0f} {r['flops'] / (size * size) / 1e3:>9.0f} "
-              f"{r['base_mb']:>8.0f} {r['peak_mb']:>8.0f}")
-    print("\nunits: tiles run (blend/authors) or patches (patch). engine s: from the first tile to the last "
-          "output renamed (model loading excluded; total s includes it). pure s: the same network calls on "
-          "pre-made batches; trace s: extra cost of the first call (tf.function tracing), part of engine s. "
-          "overhead: share of engine time not spent in network calls (reading, blending, writing, tracing). "
-          "GFLOP: network FLOPs of the run (TF graph profiler); kFLOP/in: per network input pixel (the "
-          "model's cost); kFLOP/map: per mapped scene pixel (tile overlap, offsets or patch overlap "
-          "included). base MB: RSS after loading, before the first tile; peak MB: the RSS high-water mark.")
-    by = {(s, m): r for s, m, r in rows}
+        print(f"{size:>8} {method:>10} {r['km2']:>8.1f} {r['tiles']:>7} {r['process_s']:>9.1f} {r['engine_s']:>9.1f} "
+              f"{r['km2'] / r['engine_s']:>7.2f} {r['pure_s']:>7.1f} {r['trace_s']:>7.2f} {overhead:>7.1f}% "
+              f"{r.get('startup_s', 0.0):>7.2f} {r['base_mb']:>8.0f} {r['peak_mb']:>8.0f}")
+    print("\nunits: tiles run (engine) or patches (patch). process s: the whole child process (imports, loading, "
+          "mapping). engine s: from the first tile to the last output renamed (start-up excluded). pure s: the same "
+          "network calls on pre-made batches; first s: extra cost of the first call. overhead: share of engine time "
+          "not spent in network calls (reading, blending, writing). start s: process start to the first tile, plus "
+          "the first call's extra. base MB: RSS before the first tile; peak MB: the RSS high-water mark.")
     for size, method, r in rows:
-        if "startup_s" in r:
-            print(f"{size} px {method}: start-up {r['startup_s']:.1f} s (importing TensorFlow, loading the model, "
-                  f"building the mapping network, tracing its call), before the first tile")
+        if "runtime" in r:
+            print(f"{size} px {method}: {r['runtime']}; TensorFlow imported: {r['tensorflow_loaded']}")
+    by = {(s, m): r for s, m, r in rows}
     for size in sorted({s for s, _, _ in rows}):
-        b = by.get((size, "blend"))
-        for other in ("authors", "patch"):
-            o = by.get((size, other))
-            if b and o:
-                print(f"{size} px: blend is {o['engine_s'] / b['engine_s']:.2f}x the speed of {other} "
-                      f"(km2/s {b['km2'] / b['engine_s']:.2f} vs {o['km2'] / o['engine_s']:.2f}); "
-                      f"peak RSS {b['peak_mb']:.0f} vs {o['peak_mb']:.0f} MB")
-    sizes = sorted({s for s, m, _ in rows if m == "blend"})
-    if len(sizes) > 1:
-        lo, hi = by[(sizes[0], "blend")], by[(sizes[-1], "blend")]
-        print(f"blend peak RSS {lo['peak_mb']:.0f} MB at {sizes[0]} px -> {hi['peak_mb']:.0f} MB at {sizes[-1]} px "
-              f"({(sizes[-1] / sizes[0]) ** 2:.0f}x the area)")
+        peer = by.get((size, "patch"))
+        for method in ENGINE_METHODS:
+            r = by.get((size, method))
+            if r and peer:
+                print(f"{size} px: {method} is {peer['engine_s'] / r['engine_s']:.2f}x the patch-wise peer per km2 "
+                      f"(start-up left out: {r['km2'] / r['engine_s']:.2f} vs {peer['km2'] / peer['engine_s']:.2f} "
+                      f"km2/s), {peer['process_s'] / r['process_s']:.2f}x as whole processes "
+                      f"({r['process_s']:.1f} vs {peer['process_s']:.1f} s); peak RSS {r['peak_mb']:.0f} vs "
+                      f"{peer['peak_mb']:.0f} MB")
+    for size, (seconds, peak) in sorted(cli.items()):
+        print(f"python -m core.predict, {size} px scene, no flags: {seconds:.2f} s"
+              + (" (best of 2)" if size == 256 else "") + f", peak RSS {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ from .cluster.scenes import (
 )
 from .common.errors import Interrupted, UrbanMTLError
 from .mapping.predict import PredictOptions, validate_options
-from .network.saving import resolve_model_path
-from .predict import build_parser as predict_parser
+from .network.files import resolve_model_path
+from .predict import STOP_SIGNALS, build_parser as predict_parser
 
 #: The flags of core.predict a batch passes on to every scene: parsed exactly as there (types, choices, defaults).
 PREDICT_FLAGS = ("--model", "--bands", "--tile-size", "--overlap", "--batch-size", "--device", "--offset",
-                 "--overwrite", "--cog", "--scheme", "--attention")
+                 "--overwrite", "--cog", "--scheme", "--attention", "--runtime")
 
 def _positive_int(text: str) -> int:
     try:
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> PredictOptions:
     return PredictOptions(bands=args.bands, tile_size=args.tile_size, overlap=args.overlap,
                           batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, cog=args.cog,
-                          scheme=args.scheme, offset=args.offset, attention=args.attention)
+                          scheme=args.scheme, offset=args.offset, attention=args.attention,
+                          runtime=args.runtime)
 
 
 def prepare(args: argparse.Namespace) -> tuple[Path, str, PredictOptions, list[SceneJob]]:
@@ -130,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_summary(summary, rows)
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)}
+        previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS if signum != signal.SIGINT}
     try:
         if todo:
             with dask_client(args, say) as client:

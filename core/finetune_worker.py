@@ -186,7 +186,8 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
     tf, finetune, setup, inference, _ = loaded
     opts = setup.FinetuneOptions(**{k: v for k, v in params.items() if v is not None})
     device = inference.select_device("auto").strip("/").split(":")[0]
-    channel.send("ready", python=sys.executable, tensorflow=tf.__version__, device=device)
+    channel.send("ready", python=sys.executable, runtime="tensorflow", version=tf.__version__, device=device,
+                 description=f"TensorFlow {tf.__version__} on {device}")
 
     def log(text: str) -> None:
         channel.send("log", message=str(text))

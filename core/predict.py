@@ -11,7 +11,7 @@ import os
 import sys
 
 if __name__ == "__main__":
-    # Before TensorFlow loads (the network's layers, at the end of this file): silence its start-up INFO lines
+    # Before TensorFlow loads (on the TensorFlow runtime, core.mapping.networks): silence its start-up INFO lines
     # (CPU features, oneDNN) and keep its warnings and errors (TF_ENABLE_ONEDNN_OPTS is left alone: it changes
     # numerics), and let a stop signal while they load end the process with one line instead of an import
     # traceback. main() installs the handlers of the run itself.
@@ -24,18 +24,19 @@ if __name__ == "__main__":
         sys.stderr.flush()
         os._exit(128 + signum)
 
-    for _signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
-        _signal.signal(_signum, _stopped_while_starting)
+    for _name in ("SIGINT", "SIGTERM", "SIGHUP"):      # Windows has no SIGHUP
+        if hasattr(_signal, _name):
+            _signal.signal(getattr(_signal, _name), _stopped_while_starting)
 
 import argparse
-import importlib
 import signal
 import threading
 from typing import Any, Optional, Sequence
 
 from .common.errors import Interrupted, UrbanMTLError
 from .common.signals import defer_signal
-from .common.spec import ATTENTIONS, BATCH_PIXELS, DEVICES, MAJORITY_SIZES, SCHEMES, SIZE_MULTIPLE
+from .common.options import PredictOptions
+from .common.spec import ATTENTIONS, BATCH_PIXELS, DEVICES, MAJORITY_SIZES, RUNTIMES, SCHEMES, SIZE_MULTIPLE
 from .inputs.scene import InputSpec
 from .outputs import remove_temporaries
 from .tiling.layout import WINDOWED_OVERLAP, WINDOWED_TILE_SIZE
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int,
                    help=f"tiles per network call (default: as many as make {BATCH_PIXELS} pixels, at least 1)")
     p.add_argument("--device", choices=DEVICES, default=DEVICES[0], help="where the network runs (auto)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
+                   help="what runs the network: auto (default) takes LiteRT on the CPU where the model has a LiteRT "
+                        "export (model.tflite) and ai-edge-litert is installed, TensorFlow for a GPU or a model with "
+                        "only its .keras file; litert or tensorflow insist")
     p.add_argument("--offset", type=float, help="DN offset to apply instead of the metadata's (e.g. -1000)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--cog", action="store_true", help="write Cloud-Optimized GeoTIFFs")
@@ -181,12 +186,13 @@ class _Console:
 
 def _run(args: argparse.Namespace, console: _Console) -> Any:
     """predict_scene with the parsed arguments."""
-    from .mapping.predict import PredictOptions, predict_scene
+    from .mapping.predict import predict_scene
 
     options = PredictOptions(
         bands=args.bands, extent=tuple(args.extent) if args.extent else None, extent_crs=args.extent_crs,
         tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
         overwrite=args.overwrite, cog=args.cog, scheme=args.scheme, offset=args.offset, attention=args.attention,
+        runtime=args.runtime,
     )
     source: InputSpec = args.input[0] if len(args.input) == 1 else args.input
     import rasterio
@@ -275,7 +281,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    # Load Keras and TensorFlow now, while the start-up handler above is in place (a stop signal during this
-    # import is one line); the engine itself loads them when a model is loaded.
-    importlib.import_module(".network.model", __package__)
     sys.exit(main())

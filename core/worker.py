@@ -11,11 +11,13 @@ PARAMS.json holds {"input": path or [paths], "hse": path, "lcz": path, "confiden
 --help`). umep, w2w and majority are the LCZ exports of core.outputs.export (see core.predict --umep). Every line
 written to stdout is one JSON object with an "event":
 
-- {"event": "ready", "python": ..., "tensorflow": "2.19.0", "device": "CPU"}: the engine is loaded;
+- {"event": "ready", "python": ..., "runtime": "litert" | "tensorflow", "version": "2.3.0", "device": "CPU",
+  "threads": 2, "description": "LiteRT 2.3.0 (XNNPACK) on CPU, 2 threads", "reason": why this runtime}: the
+  runtime is chosen and imported (TensorFlow only when it is the runtime);
 - {"event": "progress", "percent": 12.5};
 - {"event": "log", "message": "..."}: one engine message, for the user;
 - {"event": "result", "hse": ..., "lcz": ..., "confidence": ..., "stats_path": ..., "stats": [rows],
-  "tiles": 9, "seconds": 4.2, "area_km2": 6.55, "device": "CPU", "warped": false, "umep": path or null,
+  "tiles": 9, "seconds": 4.2, "area_km2": 6.55, "device": "CPU", "runtime": description, "warped": false, "umep": path or null,
   "w2w": path or null, "majority": 0, "majority_changed": cells}: the last line of a run;
 - {"event": "error", "kind": "user" | "missing" | "cancelled" | "internal", "message": "...",
   "module": name (kind "missing" only), "detail": traceback (kind "internal" only)}.
@@ -45,12 +47,10 @@ from typing import IO, Any, Callable, Optional, Sequence
 
 from .common.errors import UrbanMTLError
 from .common.signals import defer_signal
-from .common.spec import DEVICES
+from .common.options import OPTION_FIELDS, PredictOptions
+from .common.spec import DEVICES, RUNTIMES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_MISSING, EXIT_CANCELLED = 0, 1, 2, 3, 130
-#: Fields of core.mapping.predict.PredictOptions a PARAMS file may set.
-OPTION_FIELDS = ("bands", "extent", "extent_crs", "tile_size", "overlap", "batch_size", "device", "overwrite",
-                 "cog", "scheme", "offset")
 
 
 class Stopped(KeyboardInterrupt):
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int)
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--device", choices=DEVICES)
+    p.add_argument("--runtime", choices=RUNTIMES)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--watch-stdin", action="store_true",
                    help="stop when stdin reaches its end (the parent process closed it or died)")
@@ -179,10 +180,18 @@ def _install_stop_handlers(watch_stdin: bool) -> threading.Event:
     return stopped
 
 
+def missing_package(channel: Channel, exc: ImportError) -> int:
+    """Report a package the engine cannot import (an "error" event of kind "missing"); returns EXIT_MISSING."""
+    module = (exc.name or "").split(".")[0] or None
+    channel.send("error", kind="missing", module=module,
+                 message=f"The Python package '{module or exc}' cannot be imported ({exc}).")
+    return EXIT_MISSING
+
+
 def import_engine(channel: Channel, *modules: str) -> Optional[list[Any]]:
-    """Import TensorFlow, the network's layers and `modules` (".mapping.predict": a module of core; else a package,
+    """Import TensorFlow, the network's layers and `modules` (".finetuning.run": a module of core; else a package,
     e.g. "sklearn.ensemble"): [tensorflow, module, ...], or None after reporting the package that is missing (an
-    "error" event of kind "missing")."""
+    "error" event of kind "missing"). For the engine processes that train (core.finetune_worker)."""
     import importlib
 
     try:
@@ -193,23 +202,28 @@ def import_engine(channel: Channel, *modules: str) -> Optional[list[Any]]:
         loaded = [tensorflow] + [importlib.import_module(m, __package__ if m.startswith(".") else None)
                                  for m in modules]
     except ImportError as exc:
-        module = (exc.name or "").split(".")[0] or None
-        channel.send("error", kind="missing", module=module,
-                     message=f"The Python package '{module or exc}' cannot be imported ({exc}).")
+        missing_package(channel, exc)
         return None
     return loaded
 
 
 def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Event] = None) -> int:
-    """Import the engine, map the scene, report; returns the exit status."""
-    loaded = import_engine(channel, ".mapping.predict", ".network.inference")
-    if loaded is None:
-        return EXIT_MISSING
-    tf, predict, inference = loaded
-    options = predict.PredictOptions(**params["options"])
-    predict.validate_options(options)
-    device = inference.select_device(options.device).strip("/").split(":")[0]
-    channel.send("ready", python=sys.executable, tensorflow=tf.__version__, device=device)
+    """Choose the runtime (LiteRT or TensorFlow, core.network.runtime) and import it, map the scene, report; returns
+    the exit status. On LiteRT, TensorFlow is never imported."""
+    try:
+        from .mapping import networks, predict
+
+        options = PredictOptions(**params["options"])
+        predict.validate_options(options)
+        model_file, card = networks.read_model(params.get("model"))
+        runtime = networks.run_runtime(options.runtime, options.device, model_file, card,
+                                       predict.window_of(options, card))
+    except ImportError as exc:
+        return missing_package(channel, exc)
+    device = runtime.device.strip("/").split(":")[0]
+    channel.send("ready", python=sys.executable, runtime=runtime.choice.name, version=runtime.version,
+                 device=device, threads=runtime.threads, description=runtime.describe(),
+                 reason=runtime.choice.reason)
     result = predict.predict_scene(
         params["input"], params["hse"], params["lcz"], confidence_path=params.get("confidence"),
         stats_path=params.get("stats"), model_path=params.get("model"), options=options,
@@ -223,8 +237,9 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
         "result", hse=result.hse_path, lcz=result.lcz_path, confidence=result.confidence_path,
         stats_path=result.stats_path, stats=stats, tiles=result.tiles,
         seconds=round(result.seconds, 3), area_km2=sum(float(r.get("area_km2") or 0.0) for r in stats),
-        device=device, warped=bool(result.warped), umep=result.exports.get("umep"), w2w=result.exports.get("w2w"),
-        majority=result.exports.get("majority", 0), majority_changed=result.exports.get("changed_cells", 0),
+        device=device, runtime=result.runtime, warped=bool(result.warped), umep=result.exports.get("umep"),
+        w2w=result.exports.get("w2w"), majority=result.exports.get("majority", 0),
+        majority_changed=result.exports.get("changed_cells", 0),
     )
     return EXIT_OK
 

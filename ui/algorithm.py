@@ -38,6 +38,8 @@ from .run_engine import run_engine
 
 #: DEVICE enum index -> PredictOptions.device (QGIS 3.22 enums pass the index, not the text).
 DEVICES: tuple[str, ...] = spec.DEVICES
+#: RUNTIME enum index -> PredictOptions.runtime.
+RUNTIMES: tuple[str, ...] = spec.RUNTIMES
 #: MAJORITY enum index -> majority filter size (0 = off).
 MAJORITY_SIZES: tuple[int, ...] = spec.MAJORITY_SIZES
 
@@ -56,6 +58,7 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
+    RUNTIME = "RUNTIME"
     COG = "COG"
     OFFSET = "OFFSET"
     PYTHON = "PYTHON"
@@ -91,7 +94,7 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
         self._add_outputs()
 
     def _advanced_parameters(self) -> list:
-        """Band choice, model, tiling, device, batch size, DN offset, COG, majority filter, Python: the dialog's
+        """Band choice, model, tiling, device, runtime, batch size, DN offset, COG, majority filter, Python: the dialog's
         Advanced Parameters, in this order."""
         tr = self.tr
         return [
@@ -115,6 +118,10 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
             QgsProcessingParameterEnum(
                 self.DEVICE, tr("Compute on"),
                 [tr("Automatic (GPU if TensorFlow sees one, else CPU)"), tr("CPU"), tr("GPU")], defaultValue=0),
+            QgsProcessingParameterEnum(
+                self.RUNTIME, tr("Network runtime"),
+                [tr("Automatic (LiteRT on the CPU where the model has a LiteRT file, else TensorFlow)"),
+                 tr("LiteRT (CPU)"), tr("TensorFlow")], defaultValue=0),
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE, tr("Tiles per batch (empty = as many as make {pixels} pixels, at least 1)").format(
                     pixels=spec.BATCH_PIXELS), QgsProcessingParameterNumber.Integer, None, optional=True,
@@ -210,6 +217,7 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
             "tile_size": optional_number(self.TILE_SIZE), "overlap": optional_number(self.OVERLAP),
             "batch_size": optional_number(self.BATCH_SIZE),
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            "runtime": RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)],
             # The Processing dialog has already asked before replacing a file the user chose.
             "overwrite": True,
             "cog": self.parameterAsBool(parameters, self.COG, context),

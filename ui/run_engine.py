@@ -118,8 +118,11 @@ def _show(event: dict[str, Any], feedback: QgsProcessingFeedback, ended: dict[st
     elif kind == "log":
         feedback.pushInfo(user_text(str(event.get("message", ""))))
     elif kind == "ready":
-        feedback.pushInfo(tr("TensorFlow {version} on {device}").format(
-            version=event.get("tensorflow", "?"), device=event.get("device", "?")))
+        # E.g. "Network: LiteRT 2.3.0 (XNNPACK) on CPU, 2 threads (the model has a LiteRT export ...)".
+        reason = event.get("reason")
+        feedback.pushInfo(tr("Network: {description}{reason}").format(
+            description=event.get("description") or f"{event.get('runtime', '?')} on {event.get('device', '?')}",
+            reason=f" ({reason})" if reason else ""))
     elif kind in ("result", "error"):
         ended[kind] = event
     else:

@@ -46,13 +46,14 @@ def _local_cluster(args: argparse.Namespace, say: Callable[[str], None]):
     threads = args.threads_per_worker
     tf_threads = max(1, cores // (workers * threads))
     env = {"TF_NUM_INTRAOP_THREADS": str(tf_threads), "OMP_NUM_THREADS": str(tf_threads),
+           "URBANMTL_THREADS": str(tf_threads),
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1")}
     # Without bokeh there is no dashboard to show: then any free port will do for the scheduler's HTTP server.
     dashboard = ":8787" if importlib.util.find_spec("bokeh") else ":0"
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, env=env,
                            dashboard_address=dashboard)
-    say(f"Local Dask cluster: {workers} worker process(es) x {threads} thread(s), TensorFlow {tf_threads} "
-        f"thread(s) each, on {cores} CPU cores.")
+    say(f"Local Dask cluster: {workers} worker process(es) x {threads} thread(s), the network on {tf_threads} "
+        f"thread(s) each (LiteRT or TensorFlow), on {cores} CPU cores.")
     return cluster
 
 

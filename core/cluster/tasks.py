@@ -10,13 +10,17 @@ import time
 from pathlib import Path
 
 from ..common.errors import UrbanMTLError
-from ..mapping.predict import Networks, PredictOptions, predict_scene
-from ..network.saving import resolve_model_path
+from ..common.options import PredictOptions
+from ..mapping.networks import Networks
+from ..mapping.predict import predict_scene
+from ..network.files import resolve_model_path
+from ..network.runtime import TENSORFLOW
 from .scenes import SceneJob, claim_scene, failure_message, output_km2, release_scene, worker_name
 
 
 def _configure_threads() -> None:
-    """Apply TF_NUM_INTRAOP_THREADS through tf.config too, when TensorFlow has not started yet."""
+    """Apply TF_NUM_INTRAOP_THREADS through tf.config too, when TensorFlow has not started yet (on the TensorFlow
+    runtime only: LiteRT reads the variable itself, core.network.litert.cpu_threads)."""
     threads = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         import tensorflow as tf
@@ -38,16 +42,18 @@ class CachedNetworks(Networks):
         self._mapping: dict = {}
         self._runners: dict = {}
 
-    def load(self, model_path, device):
+    def load(self, model_path, runtime):
         path = resolve_model_path(model_path)
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, runtime.choice.name, runtime.device)
         with self._lock:
             if key not in self._models:
                 self._models.clear()
                 self._mapping.clear()
                 self._runners.clear()
-                self._models[key] = super().load(model_path, device)
+                if runtime.choice.name == TENSORFLOW:
+                    _configure_threads()
+                self._models[key] = super().load(model_path, runtime)
             return self._models[key]
 
     def mapping(self, loaded, window):
@@ -57,11 +63,11 @@ class CachedNetworks(Networks):
                 self._mapping[key] = super().mapping(loaded, window)
             return self._mapping[key]
 
-    def runner(self, network, device):
+    def runner(self, network, runtime):
         with self._lock:
-            key = (id(network), device)
+            key = (id(network), runtime.choice.name, runtime.device)
             if key not in self._runners:
-                self._runners[key] = super().runner(network, device)
+                self._runners[key] = super().runner(network, runtime)
             return self._runners[key]
 
 
@@ -71,10 +77,9 @@ _NETWORKS_LOCK = threading.Lock()
 
 
 def worker_networks() -> CachedNetworks:
-    """The networks of this worker process, made once (with the thread settings applied first)."""
+    """The networks of this worker process, made once."""
     with _NETWORKS_LOCK:
         if not _NETWORKS:
-            _configure_threads()
             _NETWORKS.append(CachedNetworks())
         return _NETWORKS[0]
 

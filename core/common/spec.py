@@ -78,6 +78,9 @@ DEFAULT_OVERLAP = 32
 SCHEMES: tuple[str, ...] = ("blend", "authors")
 #: Where the network runs.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "gpu")
+#: What runs the network (core.network.runtime): auto (LiteRT on the CPU where the model has a LiteRT export and the
+#: package is installed, else TensorFlow), LiteRT (ai-edge-litert, XNNPACK) or TensorFlow.
+RUNTIMES: tuple[str, ...] = ("auto", "litert", "tensorflow")
 #: Tiles per network call when the caller does not say: as many as make this many input pixels, at least one
 #: (one 512 px tile at the default tiling). A 512 x 512 px call peaks near 300 MB above the loaded network (2 CPU
 #: cores, bench/bench_inference.py); 4 of them took the run past 1.4 GB.

@@ -1,8 +1,9 @@
 """Map HSE density (20 m) and LCZ (100 m) over a whole Sentinel-2 scene: the engine's entry, predict_scene.
 
-predict_scene checks the options and outputs, opens the scene (core.inputs), gets the network from its `networks`
-(Networks: the model loaded and its card checked against the contract, core.common.spec.check_card, then its traced
-call), lays out the tiles (core.tiling) and streams them through the network into the outputs (core.mapping.
+predict_scene checks the options and outputs, opens the scene (core.inputs), reads the model's card (checked against
+the contract, core.common.spec.check_card), chooses the runtime (LiteRT or TensorFlow, core.network.runtime), gets the
+network from its `networks` (core.mapping.networks.Networks: the model loaded for that runtime, its call on batches),
+lays out the tiles (core.tiling) and streams them through the network into the outputs (core.mapping.
 accumulate, core.outputs); the exports (core.outputs.export) follow. The command line is core.predict:
 
     python -m core.predict scene.tif --hse hse.tif --lcz lcz.tif [--confidence conf.tif] [--stats stats.csv]
@@ -25,38 +26,20 @@ from ..common import __version__
 from ..common.atomic import atomic_write
 from ..common.errors import UrbanMTLError
 from ..common.signals import critical_section, signals_deferred
+from ..common.options import PredictOptions
 from ..common.spec import (
-    ATTENTIONS, CELL, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, SCHEMES, check_card, default_batch_size,
+    ATTENTIONS, CELL, DEFAULT_TILE_SIZE, DEVICES, OUTPUT_FACTOR, RUNTIMES, default_batch_size,
 )
 from ..inputs.checks import check_offset
 from ..inputs.errors import READ_ERRORS, damaged_input_error
 from ..inputs.scene import InputSpec, Scene, open_scene
-from ..network.inference import NetworkRunner, select_device
 from ..outputs import (
     ClassStats, GridSpec, OutputLock, OutputSet, check_exports, check_outputs_apart, export_lcz, plan_outputs,
     write_stats_csv,
 )
 from ..tiling import TileLayout, attention_window, check_tiling, make_layout, model_tiling
 from .accumulate import StripAccumulator, run_tiles
-
-
-@dataclass
-class PredictOptions:
-    """How to run a prediction. Sizes in 10 m input pixels."""
-
-    bands: Optional[list[str]] = None          # one name per input band, file order
-    extent: Optional[tuple[float, float, float, float]] = None   # xmin, ymin, xmax, ymax
-    extent_crs: Optional[str] = None           # WKT/EPSG of extent; None = the input's CRS
-    tile_size: Optional[int] = None            # pixels at 10 m, multiple of 8; None: the model's (model_tiling)
-    overlap: Optional[int] = None              # pixels on each side shared with neighbours; None: the model's
-    batch_size: Optional[int] = None           # tiles per network call; None: core.common.spec.default_batch_size
-    device: str = DEVICES[0]                   # auto | cpu | gpu (core.common.spec.DEVICES)
-    overwrite: bool = False
-    cog: bool = False
-    scheme: str = SCHEMES[0]                   # blend | authors (core.common.spec.SCHEMES)
-    attention: str = ATTENTIONS[0]             # window: pool over the training window around each pixel (the
-                                               # same map whatever the tile size); tile: over each tile
-    offset: Optional[float] = None             # DN offset to use instead of the metadata's (e.g. -1000)
+from .networks import Networks, RunRuntime, read_model, run_runtime
 
 
 @dataclass
@@ -73,6 +56,7 @@ class PredictResult:
     messages: list[str] = field(default_factory=list)
     exports: dict = field(default_factory=dict)   # what core.outputs.export.export_lcz did (empty without exports)
     tiles: int = 0                                # tiles in the run's layout
+    runtime: str = ""                             # what ran the network (core.mapping.networks.RunRuntime.describe)
 
 
 def validate_options(options: PredictOptions) -> None:
@@ -90,6 +74,8 @@ def validate_options(options: PredictOptions) -> None:
     check_offset(options.offset, "The DN offset (--offset)")
     if options.attention not in ATTENTIONS:
         raise UrbanMTLError(f"Unknown attention '{options.attention}'. Choose one of: {', '.join(ATTENTIONS)}.")
+    if options.runtime not in RUNTIMES:
+        raise UrbanMTLError(f"Unknown runtime '{options.runtime}'. Choose one of: {', '.join(RUNTIMES)}.")
 
 
 def resolve_tiling(options: PredictOptions, card: dict) -> PredictOptions:
@@ -123,40 +109,6 @@ def _input_names(source: InputSpec) -> list[str]:
 def window_of(options: PredictOptions, card: dict) -> Optional[int]:
     """The attention window (20 m pixels) a run maps with, or None when the attention pools over each tile."""
     return attention_window(card) if options.attention == "window" else None
-
-
-class Networks:
-    """Where predict_scene gets its network: `load` reads the model on a device and checks that it maps both tasks
-    and that its card fits the engine's contract; `mapping` gives the network to map with (with windowed
-    attention when asked, core.network.model.with_attention_window); `runner` wraps that in its traced call
-    (NetworkRunner). All happen once per scene; a caller mapping many scenes in one process passes a subclass
-    that keeps them (core.cluster.tasks.CachedNetworks)."""
-
-    def mapping(self, loaded: Any, window: Optional[int]) -> Any:
-        if window is None:
-            return loaded.network
-        from ..network.model import ModelConfig, with_attention_window
-
-        return with_attention_window(ModelConfig(**loaded.card["config"]), loaded.network, window)
-
-    def load(self, model_path: Optional[str], device: str) -> Any:
-        import tensorflow as tf
-
-        from ..network.saving import load_model
-
-        with tf.device(device):
-            loaded = load_model(model_path)
-        if not (loaded.has_hse and loaded.has_lcz):
-            have = "HSE" if loaded.has_hse else "LCZ"
-            raise UrbanMTLError(
-                f"The model '{loaded.path}' predicts only {have}, but mapping a scene needs both HSE and LCZ. Use "
-                f"a multitask model (variant mtl_*), e.g. the bundled one."
-            )
-        check_card(loaded.card, f"The model '{loaded.path}'")
-        return loaded
-
-    def runner(self, network: Any, device: str) -> NetworkRunner:
-        return NetworkRunner(network, device)
 
 
 def _check_exports(plan: Any, inputs: list[str], umep_path: Optional[str], w2w_path: Optional[str],
@@ -197,20 +149,21 @@ def _say_opened(lock: OutputLock, scene: Scene, say: Callable[[str], None]) -> N
 
 
 def _model_and_layout(scene: Scene, model_path: Optional[str], options: PredictOptions, networks: Networks,
-                      say: Callable[[str], None]) -> tuple[str, Any, Any, PredictOptions, TileLayout]:
-    """(device, network to map with, loaded model, options with the model's tiling, tile layout) of a run, and
-    the line saying them. A scene with no valid pixel is refused first."""
+                      say: Callable[[str], None]) -> tuple[RunRuntime, Any, Any, PredictOptions, TileLayout]:
+    """(runtime, network to map with, loaded model, options with the model's tiling, tile layout) of a run, and
+    the line saying them. A scene with no valid pixel is refused first; the model's card decides the tiling and,
+    with the options, the runtime (core.mapping.networks) before any runtime is loaded."""
     if not scene.has_valid_pixels():
         raise UrbanMTLError(
             f"The input {scene.name} has no valid pixel in the area to map (every pixel is nodata or 0 in all "
             f"bands). Check the extent, the file's nodata value, or choose another scene."
         )
-    device = select_device(options.device)
+    model_file, card = read_model(model_path)
+    options = resolve_tiling(options, card)
+    window = window_of(options, card)
+    runtime = run_runtime(options.runtime, options.device, model_file, card, window)
     with signals_deferred():             # Keras builds the network through TensorFlow's C++
-        loaded = networks.load(model_path, device)
-    options = resolve_tiling(options, loaded.card)
-    window = window_of(options, loaded.card)
-    with signals_deferred():
+        loaded = networks.load(model_path, runtime)
         network = networks.mapping(loaded, window)
     layout = make_layout(scene.height, scene.width, options.tile_size, options.overlap, options.scheme)
     km2 = scene.width * scene.height * scene.pixel_area_m2 / 1e6
@@ -218,11 +171,11 @@ def _model_and_layout(scene: Scene, model_path: Optional[str], options: PredictO
         f"{layout.tile_width} x {layout.tile_height} px, scheme '{options.scheme}'"
         + (f", overlap {options.overlap}" if options.scheme == "blend" else "")
         + (f"; attention over {2 * window} px windows" if window else "; attention over each tile")
-        + f"; batch {options.batch_size} on {device.strip('/').split(':')[0]}; model {loaded.path}.")
-    return device, network, loaded, options, layout
+        + f"; batch {options.batch_size}; {runtime.describe()} ({runtime.choice.reason}); model {loaded.path}.")
+    return runtime, network, loaded, options, layout
 
 
-def _map_tiles(scene: Scene, layout: TileLayout, network: Any, loaded: Any, device: str, options: PredictOptions,
+def _map_tiles(scene: Scene, layout: TileLayout, network: Any, loaded: Any, runtime: RunRuntime, options: PredictOptions,
                plan: Any, lock: OutputLock, networks: Networks, progress: Optional[Callable[[float], None]],
                is_cancelled: Optional[Callable[[], bool]], keep_cells: bool = False
                ) -> tuple[ClassStats, StripAccumulator]:
@@ -233,10 +186,10 @@ def _map_tiles(scene: Scene, layout: TileLayout, network: Any, loaded: Any, devi
     tags = {"SOFTWARE": f"urbanmtl {__version__}", "URBANMTL_INPUT": scene.name,
             "URBANMTL_MODEL": str(loaded.path), "URBANMTL_SCHEME": options.scheme,
             "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap),
-            "URBANMTL_ATTENTION": options.attention}
+            "URBANMTL_ATTENTION": options.attention, "URBANMTL_RUNTIME": runtime.describe()}
     with OutputSet(plan, grid20, grid100, cog=options.cog, tags=tags, lock=lock) as out:
         accumulator = StripAccumulator(layout, out, scene.pixel_area_m2, stats)
-        runner = networks.runner(network, device)
+        runner = networks.runner(network, runtime)
         try:
             run_tiles(scene, layout, runner, accumulator, options.batch_size, progress, is_cancelled)
         except READ_ERRORS as exc:   # outputs raise OutputError, so this is the input failing mid-way
@@ -312,8 +265,8 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
             offset=options.offset) as scene:
         _say_opened(lock, scene, say)
         check_outputs_apart(plan, scene.files)
-        device, network, loaded, options, layout = _model_and_layout(scene, model_path, options, networks, say)
-        stats, accumulator = _map_tiles(scene, layout, network, loaded, device, options, plan, lock, networks,
+        runtime, network, loaded, options, layout = _model_and_layout(scene, model_path, options, networks, say)
+        stats, accumulator = _map_tiles(scene, layout, network, loaded, runtime, options, plan, lock, networks,
                                         progress, is_cancelled, keep_cells=bool(majority))
         if exporting:   # still under the output lock
             rows, exports = _export(plan, stats, umep_path, w2w_path, majority, options.overwrite, say)
@@ -327,7 +280,7 @@ def predict_scene(input_path: InputSpec, hse_path: str, lcz_path: str, *, confid
         f"scene's pixels valid).")
     return PredictResult(hse_path=str(plan.hse), lcz_path=str(plan.lcz), confidence_path=_text(plan.confidence),
                          stats_path=_text(plan.stats), stats=rows, seconds=seconds, warped=warped, messages=messages,
-                         exports=exports, tiles=len(layout))
+                         exports=exports, tiles=len(layout), runtime=runtime.describe())
 
 
 def _text(path: Optional[Any]) -> Optional[str]:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -36,12 +36,28 @@ def select_device(device: str) -> str:
     return "/GPU:0" if gpus else "/CPU:0"
 
 
+def tensorflow_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def tensorflow_threads() -> Optional[int]:
+    """The threads TensorFlow's operations use (TF_NUM_INTRAOP_THREADS or tf.config), None when it picks (every
+    core)."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or None
+
+
 class NetworkRunner:
     """Calls the inference network on batches (B, H, W, 10) float32 -> (hse (B, H/2, W/2), lcz (B, H/2, W/2, 17)).
 
     The call is traced once by tf.function for any batch and tile size (None dimensions), so the per-batch
     cost is the network's compute, not Keras's eager dispatch of every layer.
     """
+
+    runtime = "tensorflow"
 
     def __init__(self, network: Any, device: str) -> None:
         import tensorflow as tf

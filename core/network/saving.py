@@ -19,14 +19,9 @@ from ..common.spec import (
     BASELINE_OFFSET, DN_SCALE, HSE_GSD_M, INPUT_GSD_M, LCZ_GSD_M, LCZ_PROB_GSD_M, MODEL_BANDS, NUM_CLASSES,
     OFFSET_BASELINE, SIZE_MULTIPLE,
 )
+from .export import litert_files
+from .files import LITERT_KEY, card_path_for, read_card, resolve_model_path
 from .model import ModelConfig, count_parameters
-
-#: Where the bundled model lives (repository root = plugin folder).
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-MODEL_FILE = "model.keras"
-CARD_FILE = "model_card.json"
-DEFAULT_MODEL_PATH = MODELS_DIR / MODEL_FILE
-
 
 @dataclass
 class LoadedModel:
@@ -43,10 +38,6 @@ class LoadedModel:
     @property
     def has_lcz(self) -> bool:
         return "lcz" in self.network.output
-
-
-def card_path_for(model_path: Path) -> Path:
-    return Path(model_path).with_name(CARD_FILE)
 
 
 def base_card(config: ModelConfig, network: keras.Model) -> dict[str, Any]:
@@ -71,20 +62,32 @@ def base_card(config: ModelConfig, network: keras.Model) -> dict[str, Any]:
     }
 
 
-def save_model(network: keras.Model, path: str | os.PathLike, card: dict[str, Any]) -> Path:
-    """Write the inference network to `path` (.keras) and its card to model_card.json beside it.
+def save_model(network: keras.Model, path: str | os.PathLike, card: dict[str, Any], litert: bool = True) -> Path:
+    """Write the inference network to `path` (.keras), its card to model_card.json beside it and, with litert, the
+    mapping network's LiteRT export (core.network.export.litert_files; the card's "litert" entry names the files).
 
-    Both are written under temporary names and renamed, so a failure never leaves half a model.
+    All are written under temporary names and renamed, the card last, so a failure never leaves half a model
+    nor a card that names a file from another model.
     """
     path = Path(path)
     if path.suffix != ".keras":
         raise UrbanMTLError(f"Model files are saved as .keras; got '{path}'. Use a name ending in .keras.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The card is renamed after the model (the inner block ends first).
-    with atomic_write(card_path_for(path), tmp=path.with_name(f".{CARD_FILE}.tmp")) as card_tmp, \
-            atomic_write(path, tmp=path.with_name(f".{path.stem}.tmp.keras")) as tmp:
+    card = {k: v for k, v in card.items() if k != LITERT_KEY}
+    files: dict[str, bytes] = {}
+    if litert:
+        files, card[LITERT_KEY] = litert_files(network, card)
+    stale = [p for p in path.parent.glob("model*.tflite") if p.name not in files]
+    # The card is renamed last, the LiteRT files before the model (the innermost block ends first).
+    with atomic_write(card_path_for(path)) as card_tmp, atomic_write(path, tmp=path.with_name(
+            f".{path.stem}.tmp.keras")) as tmp:
         network.save(tmp)
+        for name, data in files.items():
+            with atomic_write(path.with_name(name)) as file_tmp:
+                file_tmp.write_bytes(data)
         card_tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    for old in stale:      # the export of the model this one replaced
+        old.unlink(missing_ok=True)
     return path
 
 
@@ -96,27 +99,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def resolve_model_path(path: Optional[str | os.PathLike]) -> Path:
-    """The .keras file meant by `path`: a file, a training run folder (its model.keras), or None for the
-    bundled model."""
-    if path is None or str(path) == "":
-        if not DEFAULT_MODEL_PATH.exists():
-            raise UrbanMTLError(
-                f"No model was given and the bundled model {DEFAULT_MODEL_PATH} is missing. Pass a model "
-                f"trained with 'python -m core.train' (its run folder or model.keras), or reinstall the plugin."
-            )
-        return DEFAULT_MODEL_PATH
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.exists():
-        raise UrbanMTLError(
-            f"Model file '{path}' does not exist. Give a .keras file or a training run folder from "
-            f"'python -m core.train'."
-        )
-    return path
 
 
 def load_model(path: Optional[str | os.PathLike] = None) -> LoadedModel:
@@ -133,14 +115,7 @@ def load_model(path: Optional[str | os.PathLike] = None) -> LoadedModel:
             f"It is corrupt or not a Keras 3 model saved by urbanmtl; retrain it with 'python -m core.train' "
             f"or use the bundled model."
         ) from None
-    card_file = card_path_for(path)
-    card: dict[str, Any] = {}
-    if card_file.exists():
-        try:
-            card = json.loads(card_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise UrbanMTLError(f"The model card '{card_file}' is not valid JSON ({exc}). Restore it from "
-                                f"the training run folder.") from None
+    card = read_card(path)
     inputs = network.inputs
     outputs = network.output
     if len(inputs) != 1 or not isinstance(outputs, dict) or not ({"hse", "lcz"} & set(outputs)):

@@ -15,7 +15,8 @@ CORE = REPO / "core"
 LAYERS = ("common", "inputs", "outputs", "tiling", "network", "data", "mapping", "evaluation", "training",
           "finetuning", "cluster")
 #: The entry modules at the top of core/: command lines and the QGIS plugin's engine processes.
-ENTRIES = ("predict", "train", "evaluate", "evaluate_maps", "finetune", "batch", "worker", "finetune_worker")
+ENTRIES = ("predict", "train", "evaluate", "evaluate_maps", "finetune", "batch", "worker", "finetune_worker",
+           "export_litert")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 
 

@@ -27,6 +27,7 @@ from core.outputs import ClassStats
 from core.mapping.accumulate import Cancelled, StripAccumulator, run_tiles
 from core.mapping.predict import PredictOptions, predict_scene
 from core.network.inference import NetworkRunner
+from core.network.litert import LiteRTRunner
 from core.predict import main
 from core.inputs.scene import open_scene
 from core.tiling.layout import make_layout
@@ -302,9 +303,10 @@ def test_cancel_after_first_batch_leaves_no_file(tmp_path, models):
     assert os.listdir(out) == ["hse.tif"] and (out / "hse.tif").read_bytes() == b"old"
 
 
-def test_failure_during_the_run_leaves_no_file(tmp_path, models, monkeypatch):
+@pytest.mark.parametrize("runner_class", [NetworkRunner, LiteRTRunner], ids=["tensorflow", "litert"])
+def test_failure_during_the_run_leaves_no_file(tmp_path, models, monkeypatch, runner_class):
     src = write_scene(tmp_path / "scene.tif", smooth_scene(64, 64))
-    real_call = NetworkRunner.__call__
+    real_call = runner_class.__call__
     calls = []
 
     def failing(self, batch):
@@ -313,10 +315,10 @@ def test_failure_during_the_run_leaves_no_file(tmp_path, models, monkeypatch):
             raise RuntimeError("simulated failure")
         return real_call(self, batch)
 
-    monkeypatch.setattr(NetworkRunner, "__call__", failing)
+    monkeypatch.setattr(runner_class, "__call__", failing)
     with pytest.raises(RuntimeError, match="simulated"):
-        run(tmp_path, src, models["pointwise"], tile_size=16, overlap=0, batch_size=2)
-    assert os.listdir(tmp_path / "o") == []
+        run(tmp_path, src, models["pointwise"], tile_size=16, overlap=0, batch_size=2, runtime=runner_class.runtime)
+    assert len(calls) == 3 and os.listdir(tmp_path / "o") == []
 
 
 def test_existing_outputs_need_overwrite(tmp_path, models):

@@ -164,7 +164,7 @@ def test_the_bundled_model_maps_with_its_64_px_training_window_as_the_attention_
     import json
 
     from core.mapping.predict import PredictOptions, resolve_tiling, window_of
-    from core.network.saving import DEFAULT_MODEL_PATH, card_path_for
+    from core.network.files import DEFAULT_MODEL_PATH, card_path_for
     from core.tiling.layout import WINDOWED_OVERLAP, WINDOWED_TILE_SIZE
 
     card = json.loads(card_path_for(DEFAULT_MODEL_PATH).read_text())
