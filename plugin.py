@@ -1,5 +1,6 @@
 """The QGIS plugin object: registers the urbanmtl Processing provider and, in the desktop, a menu entry and a
-toolbar button that open the algorithm's dialog; it never breaks QGIS start-up."""
+toolbar button that open the mapping algorithm's dialog, a menu entry for Install engine, and the offer to run it
+when an algorithm finds the engine missing (ui.install_offer); it never breaks QGIS start-up."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 
 LOG_TAG = "urbanmtl"
 ALGORITHM_ID = "urbanmtl:map_hse_lcz"
+INSTALL_ID = "urbanmtl:install_engine"
 #: The submenu of the Raster menu the entry goes into: Raster > urbanmtl.
 MENU = "urbanmtl"
 ICON_PATH = os.path.join(os.path.dirname(__file__), "ui", "icons", "urbanmtl.svg")
@@ -30,6 +32,7 @@ class UrbanMTLPlugin:
         self.iface = iface
         self.provider: Optional[Any] = None
         self.action: Optional[Any] = None
+        self.install_action: Optional[Any] = None
         self.dialog: Optional[Any] = None
 
     def tr(self, text: str) -> str:
@@ -69,8 +72,27 @@ class UrbanMTLPlugin:
             self.iface.addPluginToRasterMenu(MENU, action)
             self.iface.addRasterToolBarIcon(action)
             self.action = action
+            install = QAction(QIcon(ICON_PATH), self.tr("Install engine…"), self.iface.mainWindow())
+            install.setObjectName("urbanmtlInstallEngine")
+            install.setToolTip(self.tr("urbanmtl: install the packages its engine needs for QGIS's own Python "
+                                       "(urbanmtl:install_engine)"))
+            install.triggered.connect(self.open_install_dialog)
+            self.iface.addPluginToRasterMenu(MENU, install)
+            self.install_action = install
+            from .ui.install_offer import InstallOffer, register
+
+            register(InstallOffer(self.iface.mainWindow()))
         except Exception:
             log_exception(self.tr("The urbanmtl menu entry could not be added."))
+
+    def open_install_dialog(self) -> None:
+        """Install engine's Processing dialog."""
+        try:
+            import processing
+
+            processing.execAlgorithmDialog(INSTALL_ID, {})
+        except Exception:
+            log_exception(self.tr("The Install engine dialog could not be opened."))
 
     def open_dialog(self) -> Optional[Any]:
         """Show the algorithm's Processing dialog (non-modal, like the Processing Toolbox does) and return it."""
@@ -94,6 +116,20 @@ class UrbanMTLPlugin:
             return None
 
     def unload(self) -> None:
+        try:
+            from .ui.install_offer import register
+
+            register(None)
+        except Exception:
+            log_exception(self.tr("The urbanmtl install offer failed to unload."))
+        if self.install_action is not None:
+            try:
+                if self.iface is not None:
+                    self.iface.removePluginRasterMenu(MENU, self.install_action)
+                self.install_action.deleteLater()
+            except Exception:
+                log_exception(self.tr("The urbanmtl menu entry failed to unload."))
+            self.install_action = None
         if self.action is not None:
             try:
                 if self.iface is not None:

@@ -79,12 +79,12 @@ def make_base_tile(path: Path) -> None:
             dst.set_band_description(i, name)
 
 
-def make_scene_vrt(base: Path, size: int, path: Path) -> None:
-    """A size x size VRT mosaic of the base tile (same CRS, 10 m, band names kept)."""
+def make_scene_vrt(base: Path, size: int, path: Path, height: Optional[int] = None) -> None:
+    """A size x size (or size x height) VRT mosaic of the base tile (same CRS, 10 m, band names kept)."""
     from core.common.bands import MODEL_BANDS
 
     n = math.ceil(size / BASE_TILE)
-    lines = [f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">',
+    lines = [f'<VRTDataset rasterXSize="{size}" rasterYSize="{height or size}">',
              "  <SRS>EPSG:32633</SRS>", "  <GeoTransform>300000, 10, 0, 5900040, 0, -10</GeoTransform>"]
     for b, name in enumerate(MODEL_BANDS, start=1):
         lines += [f'  <VRTRasterBand dataType="UInt16" band="{b}">', f"    <Description>{name}</Description>",
@@ -195,7 +195,7 @@ def child_patch(args: dict) -> dict:
     import keras
 
     from core.outputs.writer import lcz_colormap
-    from core.mapping.predict import select_device
+    from core.network.inference import select_device
     from core.inputs.scene import open_scene
 
     device = select_device(args["device"])
@@ -293,6 +293,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
                    choices=[*ENGINE_METHODS, "patch"])
     p.add_argument("--cli", action="store_true",
                    help="also time whole 'python -m core.predict' processes with no flags (and a 256 px scene)")
+    p.add_argument("--strip", action="store_true",
+                   help="also time a whole 'python -m core.predict' on a 10980 x 1024 px strip (a full tile's width)")
     p.add_argument("--model", help="model.keras (default: the bundled model)")
     p.add_argument("--teacher", default=str(TEACHER), help="So2Sat ResNet20 .keras for the patch-wise peer")
     p.add_argument("--tile-size", type=int, help="default: the engine's for the model (core.tiling.model_tiling)")
@@ -343,6 +345,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 rows.append((size, method, res))
         if a.cli:
             cli[size] = time_cli(scene, work, 1)
+    if a.strip:
+        strip = work / "strip.vrt"
+        make_scene_vrt(base, 10980, strip, height=1024)
+        cli["10980 x 1024"] = time_cli(strip, work, 1)
     if a.cli:
         small = work / "scene_256.vrt"
         make_scene_vrt(base, 256, small)
@@ -386,7 +392,7 @@ def print_table(rows: list[tuple[int, str, dict]], cli: dict, a) -> None:
                       f"km2/s), {peer['process_s'] / r['process_s']:.2f}x as whole processes "
                       f"({r['process_s']:.1f} vs {peer['process_s']:.1f} s); peak RSS {r['peak_mb']:.0f} vs "
                       f"{peer['peak_mb']:.0f} MB")
-    for size, (seconds, peak) in sorted(cli.items()):
+    for size, (seconds, peak) in sorted(cli.items(), key=lambda item: str(item[0])):
         print(f"python -m core.predict, {size} px scene, no flags: {seconds:.2f} s"
               + (" (best of 2)" if size == 256 else "") + f", peak RSS {peak:.0f} MB")
 

@@ -45,7 +45,7 @@ import time
 import traceback
 from typing import IO, Any, Callable, Optional, Sequence
 
-from .common.errors import UrbanMTLError
+from .common.errors import MissingPackage, UrbanMTLError
 from .common.signals import defer_signal
 from .common.options import OPTION_FIELDS, PredictOptions
 from .common.spec import DEVICES, RUNTIMES
@@ -220,6 +220,9 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
                                        predict.window_of(options, card))
     except ImportError as exc:
         return missing_package(channel, exc)
+    except MissingPackage as exc:
+        channel.send("error", kind="missing", module=exc.module, message=str(exc))
+        return EXIT_MISSING
     device = runtime.device.strip("/").split(":")[0]
     channel.send("ready", python=sys.executable, runtime=runtime.choice.name, version=runtime.version,
                  device=device, threads=runtime.threads, description=runtime.describe(),

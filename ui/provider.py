@@ -1,4 +1,5 @@
-"""Processing provider 'urbanmtl': registers the mapping and the training algorithm with QGIS Processing."""
+"""Processing provider 'urbanmtl': registers the mapping, the training and the engine-install algorithm with QGIS
+Processing."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithm import MapHseLczAlgorithm
 from .algorithm_base import ICON_PATH
+from .install_algorithm import InstallEngineAlgorithm
 from .train_algorithm import TrainFromPolygonsAlgorithm
 
 
@@ -28,7 +30,8 @@ def plugin_version() -> str:
 
 
 class UrbanMTLProvider(QgsProcessingProvider):
-    """Provider id 'urbanmtl' with two algorithms, urbanmtl:map_hse_lcz and urbanmtl:train_from_polygons."""
+    """Provider id 'urbanmtl' with three algorithms: urbanmtl:map_hse_lcz, urbanmtl:train_from_polygons and
+    urbanmtl:install_engine."""
 
     def id(self) -> str:
         return "urbanmtl"
@@ -55,6 +58,7 @@ class UrbanMTLProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:
         self.addAlgorithm(MapHseLczAlgorithm())
         self.addAlgorithm(TrainFromPolygonsAlgorithm())
+        self.addAlgorithm(InstallEngineAlgorithm())
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:
         # The engine writes GeoTIFF only; offering other formats in the dialog would mislabel the files.

@@ -1,6 +1,7 @@
 """run_engine: one engine module (core.worker, core.finetune_worker) run in a child process for a Processing
 algorithm, its JSON lines turned into progress, log lines and the result, its failures into one
-QgsProcessingException (a missing TensorFlow into the exact install command, ui.interpreter)."""
+QgsProcessingException (a missing engine into the sentence naming urbanmtl:install_engine, ui.interpreter, and in
+the desktop an offer to run it, ui.install_offer)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import re
 import time
 from typing import Any, Callable, Optional
 
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication
 
 from . import engine
+from .install_offer import offer_install
 from .interpreter import (
     SETTINGS_KEY, EngineError, check_interpreter, child_environment, find_python, missing_message,
 )
@@ -34,11 +36,14 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
     ui.engine; its progress and messages go to `feedback`, its errors become one QgsProcessingException.
     Returns its result event. `cleanup` is called after a stopped child (see ui.engine.EngineRun)."""
     settings = QgsSettings()
+    purpose = "training" if module == "core.finetune_worker" else "mapping"
     try:
-        interpreter = find_python(explicit_python or None, settings.value(SETTINGS_KEY, "", str))
-        env = child_environment()
-        info = check_interpreter(interpreter, env)
+        interpreter = find_python(explicit_python or None, settings.value(SETTINGS_KEY, "", str),
+                                  profile_dir=QgsApplication.qgisSettingsDirPath())
+        env = child_environment(interpreter)
+        check_interpreter(interpreter, env, purpose)
     except EngineError as exc:
+        offer_install(str(exc), purpose)
         raise QgsProcessingException(str(exc)) from None
     if explicit_python:
         settings.setValue(SETTINGS_KEY, interpreter.path)
@@ -64,8 +69,9 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
     if error is not None:
         if error.get("kind") == "missing":
             module_name = error.get("module")
-            raise QgsProcessingException(missing_message(
-                interpreter, [module_name] if module_name else [], info))
+            message = missing_message(interpreter, [module_name] if module_name else [], purpose)
+            offer_install(message, purpose)
+            raise QgsProcessingException(message)
         if error.get("kind") == "internal" and error.get("detail"):
             feedback.pushDebugInfo(str(error["detail"]))
         run.stop()

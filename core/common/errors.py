@@ -23,6 +23,15 @@ class OutputError(UrbanMTLError):
     file the input reads, or another run is writing it. No file is left under the output names."""
 
 
+class MissingPackage(UrbanMTLError):
+    """A Python package the run needs is not installed (`module`, its import name): the QGIS engine process reports
+    it as kind "missing", which the plugin turns into the sentence naming urbanmtl:install_engine."""
+
+    def __init__(self, module: str, message: str) -> None:
+        super().__init__(message)
+        self.module = module
+
+
 class Interrupted(KeyboardInterrupt):
     """The process was asked to stop (SIGINT, SIGTERM, SIGHUP): raised by the CLI's signal handler, so the stack
     unwinds and every temporary file is removed on the way out. A KeyboardInterrupt, so code that already handles

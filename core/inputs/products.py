@@ -24,6 +24,7 @@ from rasterio.io import MemoryFile
 from ..common.bands import BAND_FILE_RE, MODEL_BANDS, PRODUCT_XML_RE, normalize_band_name
 from ..common.errors import UrbanMTLError
 from .files import dataset_files
+from .gdal_names import zip_member_text
 from .metadata import collect_metadata
 from .opened import OpenedInput
 from .rasters import band_label, rasterio_open
@@ -161,6 +162,8 @@ def open_sentinel2(path: str, label: str, bands: Optional[Sequence[str]], stack:
 
 def _product_xml_text(path: str) -> Optional[Union[Path, str]]:
     """The product metadata of a SAFE: the MTD xml itself, or its text read from inside a .zip."""
+    if path.lower().startswith("/vsizip/"):
+        return zip_member_text(path)
     p = Path(path)
     if p.suffix.lower() == ".zip":
         try:

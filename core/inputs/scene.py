@@ -29,6 +29,7 @@ from .fill import fill_invalid
 from .checks import ValueScale, assess_value_scale, check_offset, check_offsets
 from .errors import READ_ERRORS, damaged_input_error
 from .files import is_vrt_file, real_paths, vrt_sources
+from .gdal_names import sentinel2_product
 from .grid import check_georeferenced, needs_warp, scene_window, warp_to_utm
 from .metadata import resolve_offsets
 from .opened import OpenedInput
@@ -135,7 +136,7 @@ class Scene:
                 valid &= dn[k] != nodata
         if np.issubdtype(dn.dtype, np.floating):
             valid &= np.all(np.isfinite(dn), axis=0)
-        refl = np.moveaxis(dn, 0, -1).astype(np.float32)
+        refl = np.moveaxis(dn, 0, -1).astype(np.float32, order="C")    # pixel-interleaved: a batch is a view
         refl += self.offsets
         refl /= np.float32(self.scale)
         refl[~valid] = 0.0
@@ -215,7 +216,11 @@ def open_scene(source: InputSpec, *, bands: Optional[Sequence[str]] = None,
 
 
 def _open_input(source: InputSpec, bands: Optional[Sequence[str]], stack: ExitStack) -> OpenedInput:
-    """Recognise what `source` is (several band files, a folder of them, a SAFE product, one raster) and open it."""
+    """Recognise what `source` is (several band files, a folder of them, a SAFE product, a product named the QGIS
+    way, core.inputs.gdal_names; one raster) and open it."""
+    product = sentinel2_product(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else None
+    if product is not None:
+        return open_sentinel2(product, os.fspath(source), bands, stack)
     paths = _expand(source)
     if len(paths) > 1:
         return open_band_files(paths, bands, stack, name=f"the {len(paths)} band files")

@@ -193,7 +193,10 @@ def _read_batch(scene: Scene, tiles: Sequence[Tile]) -> tuple[list[Tile], np.nda
             masks.append(valid)
         else:
             skipped.append(t)
-    batch = np.stack(images) if images else np.zeros((0,), np.float32)
+    if len(images) == 1:
+        batch = images[0][np.newaxis]          # the default batch of one tile: no copy
+    else:
+        batch = np.stack(images) if images else np.zeros((0,), np.float32)
     return keep, batch, masks, skipped
 
 

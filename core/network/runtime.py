@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..common.errors import UrbanMTLError
+from ..common.errors import MissingPackage, UrbanMTLError
 from .files import LiteRTExport, litert_export
 
 LITERT, TENSORFLOW = "litert", "tensorflow"
@@ -112,13 +112,15 @@ def _check_litert(device: str, model_path: Path, export: Optional[LiteRTExport],
                             f"not {'each tile' if window is None else f'{2 * window} px windows'}. Use --attention "
                             f"window, or --runtime tensorflow.")
     if not installed("ai_edge_litert"):
-        raise UrbanMTLError(f"{no_litert_note()}. Install it with 'python -m pip install ai-edge-litert' (in QGIS: "
-                            f"Processing > urbanmtl > Install engine), or use --runtime tensorflow.")
+        raise MissingPackage("ai_edge_litert", f"{no_litert_note()}. Install it with 'python -m pip install "
+                             f"ai-edge-litert' (in QGIS: Processing > urbanmtl > Install engine), or use --runtime "
+                             f"tensorflow.")
 
 
 def _tensorflow(reason: str) -> RuntimeChoice:
     if not installed("tensorflow"):
-        raise UrbanMTLError(
+        module = "ai_edge_litert" if not installed("ai_edge_litert") else "tensorflow"
+        raise MissingPackage(module,
             f"This run needs TensorFlow ({reason}), but TensorFlow is not installed. Install it with 'python -m pip "
             f"install tensorflow-cpu' (in QGIS: Processing > urbanmtl > Install engine, with training), or map on "
             f"the CPU with a model that has a LiteRT export (the bundled one has).")

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.qgis
 ALGORITHM_ID = "urbanmtl:map_hse_lcz"
 REQUIRED_METADATA = (
     "name", "qgisMinimumVersion", "description", "about", "version", "author", "tags", "category", "icon",
-    "experimental", "hasProcessingProvider", "license",
+    "experimental", "hasProcessingProvider", "license", "email", "tracker", "repository", "homepage",
 )
-#: Placeholder contacts that must not ship (there is no public tracker or address yet).
-PLACEHOLDERS = ("example.org", "example.com", "github.com/urbanmtl")
+#: Placeholder contacts that must not ship (the validator refuses its own placeholders http://bugs, http://repo).
+PLACEHOLDERS = ("example.org", "example.com", "http://bugs", "http://repo", "http://homepage")
 
 
 def read_metadata() -> dict[str, str]:
@@ -40,7 +40,7 @@ def test_metadata_has_every_required_field():
     assert metadata["experimental"] in ("True", "False")
     assert (REPO / metadata["icon"]).is_file()
     for url in ("repository", "tracker", "homepage"):
-        assert not metadata.get(url) or metadata[url].startswith("https://")
+        assert metadata[url].startswith("https://" + "github.com/urbanmtl/urbanmtl")    # the public home, once
     text = (REPO / "metadata.txt").read_text(encoding="utf-8")
     assert not [p for p in PLACEHOLDERS if p in text], "placeholder contact in metadata.txt"
     assert "km2" not in text
@@ -263,11 +263,12 @@ def run_in_fresh_qgis(plugin_dir, runs: list[dict], env_extra: dict[str, str]) -
 
 
 @pytest.mark.parametrize("blocked, missing", [
-    (("tensorflow",), "'tensorflow'"),
+    (("tensorflow", "ai_edge_litert"), "'ai_edge_litert'"),     # neither runtime
     (("rasterio",), "'rasterio'"),
 ])
-def test_missing_packages_give_one_message_with_the_install_command(plugin_dir, tmp_path, blocked, missing):
-    """The engine's Python lacks a package: the provider still loads, and running says what to install."""
+def test_missing_packages_give_one_message_naming_install_engine(plugin_dir, tmp_path, blocked, missing):
+    """The engine's Python lacks a package: the provider still loads, and running says, in one sentence, what is
+    missing and to run Install engine (urbanmtl:install_engine, with its menu entry)."""
     scene = write_geotiff(tmp_path / "scene.tif", synthetic_dn(16, 16, 10), TEN_BANDS)
     run = {"INPUT": str(scene), "OUTPUT_HSE": str(tmp_path / "hse.tif"), "OUTPUT_LCZ": str(tmp_path / "lcz.tif")}
     python = fake_python(tmp_path, blocked)
@@ -277,24 +278,24 @@ def test_missing_packages_give_one_message_with_the_install_command(plugin_dir, 
     messages = [line for line in done.stdout.splitlines() if line.startswith("MESSAGE:")]
     assert len(messages) == 1, output
     message = messages[0]
-    assert missing in message and python in message and "URBANMTL_PYTHON" in message, output
-    # One command for this platform: a venv Python gets pip into the venv, TensorFlow pinned as everywhere.
-    assert f'{python} -m pip install "tensorflow==2.19.*" "numpy<2"' in message, output
-    assert "keras" not in message.lower(), output
+    assert missing in message and python in message and "urbanmtl:install_engine" in message, output
+    assert "Raster > urbanmtl" in message, output
     assert "Traceback" not in output, output
     assert not (tmp_path / "hse.tif").exists() and not (tmp_path / "lcz.tif").exists()
 
 
-def test_system_python_without_tensorflow_names_the_debian_commands(monkeypatch):
+def test_a_mapping_python_needs_one_runtime_and_training_needs_tensorflow(plugin_dir):
     from urbanmtl.ui import interpreter
 
-    monkeypatch.setattr(interpreter.shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
-    python = interpreter.Interpreter("/usr/bin/python3", "the system Python")
-    info = interpreter.ProbeResult("3.11.2", ["tensorflow"], venv=False, managed=True)
-    message = interpreter.missing_message(python, info.missing, info)
-    assert ('sudo apt-get install python3-rasterio python3-h5py && /usr/bin/python3 -m pip install --user '
-            '--break-system-packages "tensorflow==2.19.*" "numpy<2"') in message
-    assert "'tensorflow'" in message and "keras" not in message.lower()
+    litert_only = interpreter.ProbeResult("3.11.2", ["tensorflow", "keras", "sklearn"])
+    assert litert_only.missing("mapping") == []
+    assert litert_only.missing("training") == ["tensorflow", "keras", "sklearn"]
+    assert interpreter.ProbeResult("3.11.2", ["ai_edge_litert"]).missing("mapping") == []
+    assert interpreter.ProbeResult("3.11.2", ["ai_edge_litert", "tensorflow"]).missing() == ["ai_edge_litert"]
+    own = interpreter.Interpreter("/usr/bin/python3", "QGIS's own Python", {}, "/p/urbanmtl/engine-py3.11")
+    message = interpreter.missing_message(own, ["tensorflow"], "training")
+    assert "urbanmtl:install_engine" in message and "Also install what training needs" in message
+    assert "/p/urbanmtl/engine-py3.11" in message and "\n" not in message
 
 
 def test_engine_never_enters_the_qgis_process(plugin_dir, tiny_model, tmp_path):
