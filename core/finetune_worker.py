@@ -16,7 +16,7 @@ PROGRESS_STEPS), "log", "error" as in core.worker, and last
      calls something else on most of their training polygons)}.
 
 The output folder. It must be new or empty: a run never writes among other files, so nothing the user had is
-replaced. While the run writes, the folder holds a marker file, .urbanmtl-run, locked (fcntl) by the running
+replaced. While the run writes, the folder holds a marker file, .urbanmtl-run, locked (core.common.locks) by the running
 process. A run that fails or is cancelled removes everything it wrote, the folder included when the run created
 it. A run killed before it could do so (SIGKILL, a crash, a power cut) leaves its files and the unlocked marker:
 the parent calls remove_stopped_run() after killing it, and the next run into the same folder does the same
@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .common.errors import UrbanMTLError
-from .worker import EXIT_MISSING, EXIT_OK, Channel, exit_now, import_engine, serve
+from .common.locks import try_lock
+from .common.events import EXIT_MISSING, EXIT_OK, LOG, PROGRESS, READY, RESULT
+from .worker import Channel, exit_now, import_engine, serve
 
 #: The marker of a run in progress (or killed) in its output folder.
 MARKER = ".urbanmtl-run"
@@ -47,16 +49,11 @@ SCORES = ("oa", "oa_u", "oa_bu", "oa_w", "kappa")
 
 
 def _lock(fd: int) -> bool:
-    """Try to take the exclusive lock of `fd`; False when another live process holds it."""
+    """Try to take the exclusive lock of `fd` (core.common.locks); False when another live process holds it."""
     try:
-        import fcntl
-    except ImportError:  # not POSIX: the marker alone says a run is there
+        return try_lock(fd)
+    except OSError:           # a filesystem without locks: the marker alone says a run is there
         return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
 
 
 def _clear(out: Path, created: bool) -> list[str]:
@@ -186,20 +183,20 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
     tf, finetune, setup, inference, _ = loaded
     opts = setup.FinetuneOptions(**{k: v for k, v in params.items() if v is not None})
     device = inference.select_device("auto").strip("/").split(":")[0]
-    channel.send("ready", python=sys.executable, runtime="tensorflow", version=tf.__version__, device=device,
+    channel.send(READY, python=sys.executable, runtime="tensorflow", version=tf.__version__, device=device,
                  description=f"TensorFlow {tf.__version__} on {device}")
 
     def log(text: str) -> None:
-        channel.send("log", message=str(text))
+        channel.send(LOG, message=str(text))
 
     started = time.perf_counter()
     with RunFolder(opts.out, log):
         result = finetune.finetune(opts, log=log,
-                                   progress=lambda p: channel.send("progress", percent=round(float(p), 2)))
+                                   progress=lambda p: channel.send(PROGRESS, percent=round(float(p), 2)))
     out = Path(opts.out)
     ci = (result.get("bootstrap") or {}).get("oa_gain_95")
     channel.send(
-        "result", out=str(out), model=str(out / "model.keras"), report=str(out / "accuracy.html"),
+        RESULT, out=str(out), model=str(out / "model.keras"), report=str(out / "accuracy.html"),
         accuracy=str(out / "accuracy.json"), n_train=result["split"]["n_train"], n_test=result["split"]["n_test"],
         epochs=result["settings"]["epochs"], test_cells=result["after"]["cells"],
         seconds=round(time.perf_counter() - started, 1), device=device,

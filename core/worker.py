@@ -45,12 +45,15 @@ import time
 import traceback
 from typing import IO, Any, Callable, Optional, Sequence
 
-from .common.errors import MissingPackage, UrbanMTLError
+from .common.errors import Cancelled, MissingPackage, UrbanMTLError
+from .common.events import (
+    CANCELLED, ERROR, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_MISSING, EXIT_OK, EXIT_USER, INTERNAL, LOG, MISSING,
+    PROGRESS, READY, RESULT, USER,
+)
 from .common.signals import defer_signal
 from .common.options import OPTION_FIELDS, PredictOptions
 from .common.spec import DEVICES, RUNTIMES
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_MISSING, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 
 class Stopped(KeyboardInterrupt):
@@ -174,7 +177,7 @@ def _install_stop_handlers(watch_stdin: bool) -> threading.Event:
                     pass
             except (OSError, ValueError):
                 pass
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)      # to this process, on Windows too (os.kill would end it)
 
         threading.Thread(target=watch, name="urbanmtl-stdin-watch", daemon=True).start()
     return stopped
@@ -183,7 +186,7 @@ def _install_stop_handlers(watch_stdin: bool) -> threading.Event:
 def missing_package(channel: Channel, exc: ImportError) -> int:
     """Report a package the engine cannot import (an "error" event of kind "missing"); returns EXIT_MISSING."""
     module = (exc.name or "").split(".")[0] or None
-    channel.send("error", kind="missing", module=module,
+    channel.send(ERROR, kind=MISSING, module=module,
                  message=f"The Python package '{module or exc}' cannot be imported ({exc}).")
     return EXIT_MISSING
 
@@ -221,23 +224,23 @@ def run(params: dict[str, Any], channel: Channel, stopped: Optional[threading.Ev
     except ImportError as exc:
         return missing_package(channel, exc)
     except MissingPackage as exc:
-        channel.send("error", kind="missing", module=exc.module, message=str(exc))
+        channel.send(ERROR, kind=MISSING, module=exc.module, message=str(exc))
         return EXIT_MISSING
     device = runtime.device.strip("/").split(":")[0]
-    channel.send("ready", python=sys.executable, runtime=runtime.choice.name, version=runtime.version,
+    channel.send(READY, python=sys.executable, runtime=runtime.choice.name, version=runtime.version,
                  device=device, threads=runtime.threads, description=runtime.describe(),
                  reason=runtime.choice.reason)
     result = predict.predict_scene(
         params["input"], params["hse"], params["lcz"], confidence_path=params.get("confidence"),
         stats_path=params.get("stats"), model_path=params.get("model"), options=options,
         umep_path=params.get("umep"), w2w_path=params.get("w2w"), majority=int(params.get("majority") or 0),
-        progress=lambda percent: channel.send("progress", percent=round(float(percent), 2)),
+        progress=lambda percent: channel.send(PROGRESS, percent=round(float(percent), 2)),
         is_cancelled=(stopped.is_set if stopped is not None else None),
-        log=lambda text: channel.send("log", message=str(text)),
+        log=lambda text: channel.send(LOG, message=str(text)),
     )
     stats = [{k: _finite(v) for k, v in row.items()} for row in result.stats]
     channel.send(
-        "result", hse=result.hse_path, lcz=result.lcz_path, confidence=result.confidence_path,
+        RESULT, hse=result.hse_path, lcz=result.lcz_path, confidence=result.confidence_path,
         stats_path=result.stats_path, stats=stats, tiles=result.tiles,
         seconds=round(result.seconds, 3), area_km2=sum(float(r.get("area_km2") or 0.0) for r in stats),
         device=device, runtime=result.runtime, warped=bool(result.warped), umep=result.exports.get("umep"),
@@ -256,19 +259,19 @@ def serve(job: Callable[[threading.Event], int], channel: Channel, watch_stdin: 
         return job(stopped)
     except KeyboardInterrupt as exc:       # Stopped, Ctrl-C, or the engine's own Interrupted
         message = str(exc) if type(exc) is not Stopped and str(exc) else "Cancelled; no output was written."
-        channel.send("error", kind="cancelled", message=message)
+        channel.send(ERROR, kind=CANCELLED, message=message)
         return EXIT_CANCELLED
     except UrbanMTLError as exc:
-        # core.mapping.accumulate.Cancelled is an UrbanMTLError too: the run stopped between two batches.
-        kind = "cancelled" if type(exc).__name__ == "Cancelled" else "user"
-        channel.send("error", kind=kind, message=str(exc))
-        return EXIT_CANCELLED if kind == "cancelled" else EXIT_USER
+        # core.common.errors.Cancelled is an UrbanMTLError too: the run stopped between two batches.
+        kind = CANCELLED if isinstance(exc, Cancelled) else USER
+        channel.send(ERROR, kind=kind, message=str(exc))
+        return EXIT_CANCELLED if kind == CANCELLED else EXIT_USER
     except Exception as exc:
         if stopped.is_set():   # the stop surfaced from library code in another guise (TensorFlow re-raises)
-            channel.send("error", kind="cancelled", message="Cancelled; no output was written.")
+            channel.send(ERROR, kind=CANCELLED, message="Cancelled; no output was written.")
             return EXIT_CANCELLED
         # A bug: the parent shows the message and keeps the traceback for the log.
-        channel.send("error", kind="internal", message=f"{type(exc).__name__}: {exc}",
+        channel.send(ERROR, kind=INTERNAL, message=f"{type(exc).__name__}: {exc}",
                      detail=traceback.format_exc(), seconds=round(time.perf_counter() - start, 3))
         return EXIT_INTERNAL
 

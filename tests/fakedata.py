@@ -440,3 +440,56 @@ def make_polygons(
             dst.write({"geometry": {"type": "Polygon", "coordinates": [list(zip(xs, ys))]},
                        "properties": {attribute: value}})
     return path
+
+
+def fake_safe(root: Path, jp2_dir: Path, baseline: str = "04.00", offset: int = -1000) -> Path:
+    """A minimal SAFE-compact L1C product around the JP2 band files of T33UUU in jp2_dir (the shared sample scene,
+    linked, not copied) that GDAL's SENTINEL2 driver opens: product MTD with granule file list, offsets and
+    baseline; tile MTD with the grid."""
+    safe = root / f"S2A_MSIL1C_20220301T101101_N{baseline.replace('.', '')}_R022_T33UUU_20220301T120000.SAFE"
+    granule = "L1C_T33UUU_A000001_20220301T101101"
+    img = safe / "GRANULE" / granule / "IMG_DATA"
+    img.mkdir(parents=True)
+    names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+    for n in names:
+        (img / f"T33UUU_20220301T101101_{n}.jp2").symlink_to(jp2_dir / f"T33UUU_20170216T102101_{n}.jp2")
+    files = "\n".join(f"<IMAGE_FILE>GRANULE/{granule}/IMG_DATA/T33UUU_20220301T101101_{n}</IMAGE_FILE>"
+                      for n in names)
+    offsets = "\n".join(f'<RADIO_ADD_OFFSET band_id="{i}">{offset}</RADIO_ADD_OFFSET>' for i in range(13))
+    (safe / "MTD_MSIL1C.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">
+<n1:General_Info><Product_Info>
+<PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL><PRODUCT_TYPE>S2MSI1C</PRODUCT_TYPE>
+<PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>
+<Query_Options completeSingleTile="true"><PRODUCT_FORMAT>SAFE_COMPACT</PRODUCT_FORMAT></Query_Options>
+<Product_Organisation><Granule_List><Granule granuleIdentifier="{granule}" imageFormat="JPEG2000">
+{files}
+</Granule></Granule_List></Product_Organisation></Product_Info>
+<Product_Image_Characteristics>
+<Special_Values><SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT><SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX></Special_Values>
+<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>
+<Radiometric_Offset_List>{offsets}</Radiometric_Offset_List>
+</Product_Image_Characteristics></n1:General_Info></n1:Level-1C_User_Product>
+""")
+    geo = "".join(f'<Size resolution="{r}"><NROWS>{768 * 10 // r}</NROWS><NCOLS>{1536 * 10 // r}</NCOLS></Size>'
+                  for r in (10, 20, 60))
+    geo += "".join(f'<Geoposition resolution="{r}"><ULX>330000</ULX><ULY>5822040</ULY><XDIM>{r}</XDIM>'
+                   f'<YDIM>-{r}</YDIM></Geoposition>' for r in (10, 20, 60))
+    (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-1C_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-1C_Tile_Metadata.xsd">
+<n1:Geometric_Info><Tile_Geocoding><HORIZONTAL_CS_NAME>WGS84 / UTM zone 33N</HORIZONTAL_CS_NAME>
+<HORIZONTAL_CS_CODE>EPSG:32633</HORIZONTAL_CS_CODE>{geo}</Tile_Geocoding></n1:Geometric_Info></n1:Level-1C_Tile_ID>
+""")
+    return safe
+
+
+def zip_safe(safe: Path) -> Path:
+    """The product as downloaded: its .SAFE folder in <name>.zip beside it."""
+    import zipfile
+
+    archive = safe.parent / (safe.stem + ".zip")
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in safe.rglob("*"):
+            if f.is_file():
+                zf.write(f.resolve(), f.relative_to(safe.parent).as_posix())
+    return archive

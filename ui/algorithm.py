@@ -29,6 +29,7 @@ from qgis.core import (
 )
 
 from ..core.common import spec
+from ..core.common.product_names import is_product_name, product_label
 from ..core.common.spec import MODEL_BANDS
 from . import styles
 from .algorithm_base import UrbanmtlAlgorithm
@@ -158,14 +159,42 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_LCZ_W2W, tr("LCZ for WRF w2w (EPSG:4326)"), optional=True, createByDefault=False))
 
+    def checkParameterValues(self, parameters: dict[str, Any], context: QgsProcessingContext) -> tuple[bool, str]:
+        """As Processing checks them, but a Sentinel-2 product named the QGIS way (a SENTINEL2 subdataset, a /vsizip/
+        path, a .SAFE folder or .zip: core.common.product_names), which QGIS 3.22 cannot load from a string, is
+        taken as it is: the engine opens the whole product."""
+        if not is_product_name(self._input_text(parameters)):
+            return super().checkParameterValues(parameters, context)
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            if name != self.INPUT and not definition.checkValueIsAcceptable(parameters.get(name), context):
+                return False, self.tr("Incorrect parameter value for {name}").format(name=definition.description())
+        return True, ""
+
+    def _input_text(self, parameters: dict[str, Any]) -> str:
+        value = parameters.get(self.INPUT)
+        return value if isinstance(value, str) else ""
+
+    def _input(self, parameters: dict[str, Any], context: QgsProcessingContext,
+               feedback: QgsProcessingFeedback) -> tuple[str, Optional[QgsRasterLayer], str, Optional[list[str]]]:
+        """(what the engine opens, the input layer or None, its name, the band names chosen). A product named the
+        QGIS way goes to the engine whole, its bands from the product: a 10 m subdataset layer shows 4 of them."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        text = layer_file(layer) if layer is not None and layer.isValid() else self._input_text(parameters)
+        if is_product_name(text):
+            if self.parameterAsInts(parameters, self.BANDS, context):
+                feedback.pushWarning(self.tr("Bands: the input is a Sentinel-2 product, whose 10 bands are read by "
+                                             "name; the bands chosen are not used."))
+            name = layer.name() if layer is not None and layer.isValid() else product_label(text)
+            return text, layer if layer is not None and layer.isValid() else None, name, None
+        if layer is None or not layer.isValid():
+            raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
+        return text, layer, layer.name(), self._bands(parameters, context, layer, feedback)
+
     def processAlgorithm(
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None or not layer.isValid():
-            raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
-        source = layer_file(layer)
-        bands = self._bands(parameters, context, layer, feedback)
+        source, layer, layer_name, bands = self._input(parameters, context, feedback)
         hse_path = self._raster_output(parameters, self.OUTPUT_HSE, context)
         lcz_path = self._raster_output(parameters, self.OUTPUT_LCZ, context)
         confidence_path = self._raster_output(parameters, self.OUTPUT_CONFIDENCE, context) or None
@@ -182,7 +211,7 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
         feedback.pushInfo(self.tr("Input: {source}").format(source=source))
         result = run_engine(params, self.parameterAsFile(parameters, self.PYTHON, context), feedback)
 
-        self._name_and_style(context, feedback, layer.name(), hse_path, lcz_path, confidence_path, umep_path,
+        self._name_and_style(context, feedback, layer_name, hse_path, lcz_path, confidence_path, umep_path,
                              w2w_path)
         self._report(source, result, feedback)
         return {
@@ -199,7 +228,7 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
         """The band names the user chose (None: from the file), warning where they contradict the layer's."""
         return chosen_bands(self.parameterAsInts(parameters, self.BANDS, context), layer, feedback.pushWarning)
 
-    def _options(self, parameters: dict[str, Any], context: QgsProcessingContext, layer: QgsRasterLayer,
+    def _options(self, parameters: dict[str, Any], context: QgsProcessingContext, layer: Optional[QgsRasterLayer],
                  bands: Optional[list[str]]) -> dict[str, Any]:
         """The engine's PredictOptions fields; an empty tile size, overlap or offset is left to the engine."""
         def optional_number(name: str, as_double: bool = False) -> Optional[float]:
@@ -208,10 +237,11 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
             return (self.parameterAsDouble if as_double else self.parameterAsInt)(parameters, name, context)
 
         extent, extent_crs = None, None
-        rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+        crs = layer.crs() if layer is not None else self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+        rect = self.parameterAsExtent(parameters, self.EXTENT, context, crs)
         if parameters.get(self.EXTENT) not in (None, "") and not rect.isNull():
             extent = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
-            extent_crs = layer.crs().toWkt() if layer.crs().isValid() else None
+            extent_crs = crs.toWkt() if crs.isValid() else None
         return {
             "bands": bands, "extent": extent, "extent_crs": extent_crs,
             "tile_size": optional_number(self.TILE_SIZE), "overlap": optional_number(self.OVERLAP),

@@ -22,6 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from ..core.common.locks import locking_available, try_lock
 from ..core.common.spec import LOCK_SUFFIX, temporary_pattern
 from .interpreter import PLUGIN_DIR, EngineError, Interpreter, hidden_window, tr
 
@@ -80,11 +81,7 @@ def remove_leftovers(final: Optional[str], since: float) -> list[Path]:
         return []
     target = Path(final)
     lock = target.with_name(f".{target.name}{LOCK_SUFFIX}")
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locks to respect
-        fcntl = None  # type: ignore[assignment]
-    if fcntl is None or not lock.exists():
+    if not locking_available() or not lock.exists():
         return _unlink_all(temporary_files(final, since))
     try:
         fd = os.open(lock, os.O_RDWR)
@@ -92,9 +89,10 @@ def remove_leftovers(final: Optional[str], since: float) -> list[Path]:
         return _unlink_all(temporary_files(final, since))
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not try_lock(fd):
+                return []      # a live run holds it: its files are not ours
         except OSError:
-            return []          # a live run holds it: its files are not ours
+            return []
         return _unlink_all(temporary_files(final) + [lock])
     finally:
         os.close(fd)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication
 
+from ..core.common import events
 from . import engine
 from .install_offer import offer_install
 from .interpreter import (
@@ -65,14 +66,14 @@ def run_engine(params: dict[str, Any], explicit_python: str, feedback: QgsProces
         if run.process is not None and run.process.poll() is None:
             run.stop()
 
-    result, error = ended.get("result"), ended.get("error")
+    result, error = ended.get(events.RESULT), ended.get(events.ERROR)
     if error is not None:
-        if error.get("kind") == "missing":
+        if error.get("kind") == events.MISSING:
             module_name = error.get("module")
             message = missing_message(interpreter, [module_name] if module_name else [], purpose)
             offer_install(message, purpose)
             raise QgsProcessingException(message)
-        if error.get("kind") == "internal" and error.get("detail"):
+        if error.get("kind") == events.INTERNAL and error.get("detail"):
             feedback.pushDebugInfo(str(error["detail"]))
         run.stop()
         raise QgsProcessingException(user_text(str(error.get("message", ""))))
@@ -114,22 +115,22 @@ def _show(event: dict[str, Any], feedback: QgsProcessingFeedback, ended: dict[st
     """One JSON event of the engine to the dialog: progress bar (with the time left), log line, or the run's
     result/error."""
     kind = event.get("event")
-    if kind == "progress":
+    if kind == events.PROGRESS:
         percent = float(event.get("percent", 0.0))
         feedback.setProgress(percent)
         text = remaining.text(percent) if remaining is not None else ""
         if remaining is not None and text != remaining.shown:
             remaining.shown = text
             feedback.setProgressText(text)
-    elif kind == "log":
+    elif kind == events.LOG:
         feedback.pushInfo(user_text(str(event.get("message", ""))))
-    elif kind == "ready":
+    elif kind == events.READY:
         # E.g. "Network: LiteRT 2.3.0 (XNNPACK) on CPU, 2 threads (the model has a LiteRT export ...)".
         reason = event.get("reason")
         feedback.pushInfo(tr("Network: {description}{reason}").format(
             description=event.get("description") or f"{event.get('runtime', '?')} on {event.get('device', '?')}",
             reason=f" ({reason})" if reason else ""))
-    elif kind in ("result", "error"):
+    elif kind in events.ENDING:
         ended[kind] = event
     else:
         feedback.pushDebugInfo(str(event.get("message", event)))

@@ -272,9 +272,10 @@ def failure_message(exc: BaseException) -> str:
 
 
 def cpu_count() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)      # Linux; Windows and macOS have none
     try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # pragma: no cover - not Linux
+        return len(affinity(0)) or 1 if affinity is not None else os.cpu_count() or 1
+    except OSError:  # pragma: no cover
         return os.cpu_count() or 1
 
 

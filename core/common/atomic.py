@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
+from .locks import replace
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -23,13 +25,14 @@ def sidecar(path: Path, suffix: str) -> Path:
 
 
 def replace_file(tmp: Path, final: Path, sidecars: Sequence[str] = ()) -> None:
-    """Rename `tmp` over `final`, then each sidecar of tmp (suffixes `sidecars`) over final's. A sidecar that
-    final has and tmp lacks is removed: it would describe the file just replaced."""
-    os.replace(tmp, final)
+    """Rename `tmp` over `final` (retried while Windows holds it, core.common.locks.replace), then each sidecar of
+    tmp (suffixes `sidecars`) over final's. A sidecar that final has and tmp lacks is removed: it would describe the
+    file just replaced."""
+    replace(tmp, final)
     for suffix in sidecars:
         side_tmp, side_final = sidecar(tmp, suffix), sidecar(final, suffix)
         if side_tmp.exists():
-            os.replace(side_tmp, side_final)
+            replace(side_tmp, side_final)
         elif side_final.exists():
             os.remove(side_final)
 

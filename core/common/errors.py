@@ -23,6 +23,14 @@ class OutputError(UrbanMTLError):
     file the input reads, or another run is writing it. No file is left under the output names."""
 
 
+class Cancelled(UrbanMTLError):
+    """The run was stopped by the caller's is_cancelled() (between two batches); every temporary file has been
+    removed."""
+
+    def __init__(self, message: str = "Cancelled by the user; no output was written.") -> None:
+        super().__init__(message)
+
+
 class MissingPackage(UrbanMTLError):
     """A Python package the run needs is not installed (`module`, its import name): the QGIS engine process reports
     it as kind "missing", which the plugin turns into the sentence naming urbanmtl:install_engine."""

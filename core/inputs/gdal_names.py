@@ -13,12 +13,7 @@ from typing import Optional
 
 from ..common.bands import PRODUCT_XML_RE
 from ..common.errors import UrbanMTLError
-
-#: SENTINEL2_L1C:<product>:<resolution>:<EPSG_n> (GDAL's SENTINEL2 subdatasets; the product may be quoted).
-SUBDATASET_RE = re.compile(r'^SENTINEL2_(?:L1C|L2A|L1B)(?:_TILE)?:"?(?P<product>.+?)"?:(?P<res>10m|20m|60m|TCI)'
-                           r'(?::(?P<epsg>EPSG_\d+))?$', re.IGNORECASE)
-#: /vsizip/<archive.zip>[/<member>] (also /vsizip// with an absolute Windows path, as GDAL writes it).
-VSIZIP_RE = re.compile(r"^/vsizip//?(?P<archive>.+?\.zip)(?:/(?P<member>.*))?$", re.IGNORECASE)
+from ..common.product_names import SUBDATASET_RE, VSIZIP_RE
 
 
 def sentinel2_product(name: str) -> Optional[str]:

@@ -1,7 +1,7 @@
 """Mapping a scene: predict_scene (options, checks, the network from its Networks on the runtime chosen, tiles,
 outputs, exports) and the tile loop that streams batches through the network and blends them strip by strip (accumulate)."""
 
-from .accumulate import Cancelled
+from ..common.errors import Cancelled
 from .networks import Networks
 from .predict import PredictOptions, PredictResult, predict_scene, validate_options
 

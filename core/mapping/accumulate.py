@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..common.errors import UrbanMTLError
+from ..common.errors import Cancelled, UrbanMTLError
 from ..outputs import ClassStats, OutputSet
 from ..inputs.scene import Scene
 from ..common.spec import CELL, FLOAT_NODATA, NUM_CLASSES, OUTPUT_FACTOR, VALID_SHARE
@@ -20,13 +20,6 @@ from ..tiling import Tile, TileLayout, batched
 
 #: Columns of 20 m pixels finished at once (a multiple of CELL): bounds the temporaries of the 17-class maps.
 FLUSH_COLUMNS = 1280
-
-
-class Cancelled(UrbanMTLError):
-    """The run was stopped by the caller's is_cancelled(); every temporary file has been removed."""
-
-    def __init__(self, message: str = "Cancelled by the user; no output was written.") -> None:
-        super().__init__(message)
 
 
 class StripAccumulator:

@@ -1,6 +1,7 @@
 """Locking the names of a run's outputs, so that two runs never write the same files at the same time.
 
-OutputLock takes an fcntl lock file beside every output name (`.<name>.urbanmtl-lock`) for the whole run: a
+OutputLock takes a lock file (core.common.locks: fcntl on POSIX, msvcrt on Windows) beside every output name
+(`.<name>.urbanmtl-lock`) for the whole run: a
 second run writing the same names is refused while the first runs, and the lock files go when the run ends.
 """
 
@@ -11,21 +12,18 @@ from pathlib import Path
 from typing import Optional
 
 from ..common.errors import OutputError
+from ..common.locks import locking_available, try_lock
 from .plan import OutputPlan
 from ..common.spec import LOCK_SUFFIX
 from .temporaries import remove_stale_temporaries
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: runs are not locked
-    fcntl = None  # type: ignore[assignment]
 
 
 class OutputLock:
     """Exclusive locks on the names of a plan's outputs, for one run (a context manager).
 
-    A lock file `.<name>.urbanmtl-lock` beside every output (its folder is created if needed) is locked with
-    fcntl.flock: a second run (another process, or another thread of this one) that wants any of the names
+    A lock file `.<name>.urbanmtl-lock` beside every output (its folder is created if needed) is locked
+    (core.common.locks.try_lock): a second run (another process, or another thread of this one) that wants any of the names
     gets an OutputError at once. Under the lock, an output that appeared since plan_outputs is refused again
     (without overwrite), and the temporaries a killed run left for these names are removed (stale_removed).
     On release the lock files are removed, and so are the folders the lock created, unless an OutputSet has
@@ -72,14 +70,14 @@ class OutputLock:
     def release(self) -> None:
         held, self._held = self._held, []
         for path, fd in reversed(held):
+            if os.name == "nt":       # Windows removes no open file: close (unlock), then remove
+                _close(fd)
             try:
-                os.remove(path)       # while still locked: whoever opens it next makes a new one
+                os.remove(path)       # on POSIX while still locked: whoever opens it next makes a new one
             except OSError:
                 pass
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if os.name != "nt":
+                _close(fd)
         made, self._made_dirs = self._made_dirs, []
         for folder in reversed(made):
             try:
@@ -112,7 +110,7 @@ class OutputLock:
         self._made_dirs += list(reversed(missing))
 
     def _lock(self, path: Path, final: Path) -> Optional[int]:
-        if fcntl is None:  # pragma: no cover
+        if not locking_available():  # pragma: no cover
             return None
         for _ in range(10):
             try:
@@ -121,19 +119,19 @@ class OutputLock:
                 raise OutputError(f"The lock file '{path}' for the output '{final}' cannot be made "
                                   f"({exc.strerror}). Choose a folder you can write to.") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                owner = _lock_owner(path)
-                raise OutputError(
-                    f"Another urbanmtl run{owner} is writing '{final}' right now (lock file '{path}'). Wait for "
-                    f"it to finish, or choose other output names."
-                ) from None
+                taken = try_lock(fd)
             except OSError as exc:  # a filesystem without locks: go on unlocked, and say so
                 os.close(fd)
                 self.notes.append(f"The output '{final}' could not be locked ({exc.strerror}); runs writing the "
                                   f"same names at the same time are not detected there.")
                 return None
+            if not taken:
+                os.close(fd)
+                owner = _lock_owner(path)
+                raise OutputError(
+                    f"Another urbanmtl run{owner} is writing '{final}' right now (lock file '{path}'). Wait for "
+                    f"it to finish, or choose other output names."
+                )
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -149,6 +147,13 @@ class OutputLock:
             return fd
         raise OutputError(f"The output '{final}' could not be locked (its lock file '{path}' keeps changing). "
                           f"Another run is starting on the same names; try again.")
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _lock_owner(path: Path) -> str:

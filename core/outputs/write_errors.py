@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -32,11 +33,13 @@ def _gdal_lib():
         lib = None
         try:
             names = []
-            try:
-                with open("/proc/self/maps") as fh:
-                    names = sorted({line.split()[-1] for line in fh if re.search(r"/libgdal[^/]*\.so", line)})
-            except OSError:
-                pass
+            if os.path.exists("/proc/self/maps"):       # Linux: the very libgdal rasterio loaded
+                try:
+                    with open("/proc/self/maps") as fh:
+                        names = sorted({line.split()[-1] for line in fh
+                                        if re.search(r"/libgdal[^/]*\.so", line)})
+                except OSError:
+                    pass
             if not names:
                 found = ctypes.util.find_library("gdal")
                 names = [found] if found else []
@@ -87,11 +90,10 @@ def space_note(path: Path) -> str:
     except (ImportError, OSError, ValueError):
         pass
     try:
-        st = os.statvfs(path.parent if str(path.parent) else ".")
-        free = st.f_bavail * st.f_frsize
-        if free < 64 * 2 ** 20 or free < 0.01 * st.f_blocks * st.f_frsize:
-            notes.append(f"the disk holding '{path.parent}' is full ({free / 2 ** 20:.1f} MB free)")
-    except (OSError, AttributeError):
+        usage = shutil.disk_usage(path.parent if str(path.parent) else ".")
+        if usage.free < 64 * 2 ** 20 or usage.free < 0.01 * usage.total:
+            notes.append(f"the disk holding '{path.parent}' is full ({usage.free / 2 ** 20:.1f} MB free)")
+    except OSError:
         pass
     return f" ({'; '.join(notes)})" if notes else ""
 

@@ -15,7 +15,7 @@ from core.common.bands import LAYOUTS, MODEL_BANDS, layout_of_13_bands
 from core.common.errors import UrbanMTLError
 from core.inputs.grid import utm_crs_for
 from core.inputs.scene import open_scene
-from tests.fakedata import write_raster
+from tests.fakedata import fake_safe, write_raster, zip_safe
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 SCENE_TIF = SHARED / "data" / "scene" / "T33UUU_20170216_L1C_13band.tif"
@@ -319,43 +319,7 @@ def test_jp2_band_files_match_the_13_band_stack():
 
 
 def make_fake_safe(root: Path, baseline: str = "04.00", offset: int = -1000) -> Path:
-    """A minimal SAFE-compact L1C product around the shared JP2 files (linked, not copied) that GDAL's
-    SENTINEL2 driver opens: product MTD with granule file list, offsets and baseline; tile MTD with the grid."""
-    safe = root / f"S2A_MSIL1C_20220301T101101_N{baseline.replace('.', '')}_R022_T33UUU_20220301T120000.SAFE"
-    granule = "L1C_T33UUU_A000001_20220301T101101"
-    img = safe / "GRANULE" / granule / "IMG_DATA"
-    img.mkdir(parents=True)
-    names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
-    for n in names:
-        (img / f"T33UUU_20220301T101101_{n}.jp2").symlink_to(JP2_DIR / f"T33UUU_20170216T102101_{n}.jp2")
-    files = "\n".join(f"<IMAGE_FILE>GRANULE/{granule}/IMG_DATA/T33UUU_20220301T101101_{n}</IMAGE_FILE>"
-                      for n in names)
-    offsets = "\n".join(f'<RADIO_ADD_OFFSET band_id="{i}">{offset}</RADIO_ADD_OFFSET>' for i in range(13))
-    (safe / "MTD_MSIL1C.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">
-<n1:General_Info><Product_Info>
-<PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL><PRODUCT_TYPE>S2MSI1C</PRODUCT_TYPE>
-<PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>
-<Query_Options completeSingleTile="true"><PRODUCT_FORMAT>SAFE_COMPACT</PRODUCT_FORMAT></Query_Options>
-<Product_Organisation><Granule_List><Granule granuleIdentifier="{granule}" imageFormat="JPEG2000">
-{files}
-</Granule></Granule_List></Product_Organisation></Product_Info>
-<Product_Image_Characteristics>
-<Special_Values><SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT><SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX></Special_Values>
-<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>
-<Radiometric_Offset_List>{offsets}</Radiometric_Offset_List>
-</Product_Image_Characteristics></n1:General_Info></n1:Level-1C_User_Product>
-""")
-    geo = "".join(f'<Size resolution="{r}"><NROWS>{768 * 10 // r}</NROWS><NCOLS>{1536 * 10 // r}</NCOLS></Size>'
-                  for r in (10, 20, 60))
-    geo += "".join(f'<Geoposition resolution="{r}"><ULX>330000</ULX><ULY>5822040</ULY><XDIM>{r}</XDIM>'
-                   f'<YDIM>-{r}</YDIM></Geoposition>' for r in (10, 20, 60))
-    (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<n1:Level-1C_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-1C_Tile_Metadata.xsd">
-<n1:Geometric_Info><Tile_Geocoding><HORIZONTAL_CS_NAME>WGS84 / UTM zone 33N</HORIZONTAL_CS_NAME>
-<HORIZONTAL_CS_CODE>EPSG:32633</HORIZONTAL_CS_CODE>{geo}</Tile_Geocoding></n1:Geometric_Info></n1:Level-1C_Tile_ID>
-""")
-    return safe
+    return fake_safe(root, JP2_DIR, baseline, offset)
 
 
 @needs_scene
@@ -384,3 +348,50 @@ def test_safe_before_baseline_4_has_no_offset(tmp_path):
     safe = make_fake_safe(tmp_path, baseline="02.04", offset=0)
     with open_scene(safe, extent=(333000, 5816000, 333200, 5816200)) as scene:
         assert np.all(scene.offsets == 0)
+
+
+@needs_scene
+def test_a_product_named_the_qgis_way_reads_as_its_safe_folder(tmp_path):
+    """The names QGIS gives a product (a SENTINEL2 subdataset of any resolution, /vsizip/ into the .zip, both
+    together): each reads the product's 10 bands with the baseline offset, as the .SAFE folder does; a 10 m
+    subdataset carries 4 bands, and that is not taken for the input."""
+    safe = make_fake_safe(tmp_path)
+    archive = zip_safe(safe)
+    xml = safe / "MTD_MSIL1C.xml"
+    inner = f"/vsizip/{archive}/{safe.name}/MTD_MSIL1C.xml"
+    names = [f"SENTINEL2_L1C:{xml}:{res}:EPSG_32633" for res in ("10m", "20m", "60m", "TCI")]
+    names += [inner, f"/vsizip/{archive}/{safe.name}", f"SENTINEL2_L1C:{inner}:10m:EPSG_32633"]
+    extent = (333000, 5816000, 334000, 5816800)
+    with open_scene(safe, extent=extent) as scene:
+        reference, _ = scene.read(0, 0, scene.height, scene.width)
+    for name in names:
+        with open_scene(name, extent=extent) as scene:
+            assert np.all(scene.offsets == -1000), name
+            image, valid = scene.read(0, 0, scene.height, scene.width)
+        assert valid.all() and image.shape[-1] == 10, name
+        np.testing.assert_array_equal(image, reference)
+
+
+def test_a_product_name_whose_file_is_gone_is_one_sentence(tmp_path):
+    gone = tmp_path / "S2B_MSIL1C_x.SAFE" / "MTD_MSIL1C.xml"
+    with pytest.raises(UrbanMTLError, match=r"Sentinel-2 subdataset of .*MTD_MSIL1C.xml', which does not exist"):
+        open_scene(f"SENTINEL2_L1C:{gone}:10m:EPSG_32633").__enter__()
+    with pytest.raises(UrbanMTLError, match=r"lies in the archive .*S2B_MSIL1C_x.zip', which does not exist"):
+        open_scene(f"/vsizip/{tmp_path / 'S2B_MSIL1C_x.zip'}/S2B_MSIL1C_x.SAFE/MTD_MSIL1C.xml").__enter__()
+
+
+def test_qgis_names_are_parsed_on_every_platform():
+    from core.common.product_names import SUBDATASET_RE, VSIZIP_RE, is_product_name, product_label
+
+    m = SUBDATASET_RE.match(r"SENTINEL2_L2A:C:\data\S2A.SAFE\MTD_MSIL2A.xml:20m:EPSG_32631")
+    assert m.group("product") == r"C:\data\S2A.SAFE\MTD_MSIL2A.xml" and m.group("res") == "20m"
+    m = SUBDATASET_RE.match('SENTINEL2_L1C:"/d/x y/MTD_MSIL1C.xml":10m:EPSG_32633')
+    assert m.group("product") == "/d/x y/MTD_MSIL1C.xml"
+    m = VSIZIP_RE.match("/vsizip//C:/Users/me/S2B.zip/S2B.SAFE/MTD_MSIL1C.xml")
+    assert m.group("archive") == "C:/Users/me/S2B.zip" and m.group("member") == "S2B.SAFE/MTD_MSIL1C.xml"
+    for name in (r"C:\d\S2A_MSIL1C_20220301T101101_N0400_R022_T33UUU_20220301T120000.SAFE",
+                 "/d/S2B_MSIL2A_20230101T000000_N0509_R001_T31TEJ_20230101T000000.zip", "/d/x.SAFE/MTD_MSIL2A.xml",
+                 "SENTINEL2_L1C:/d/x.SAFE/MTD_MSIL1C.xml:10m:EPSG_32633", "/vsizip//d/S2A.zip/S2A.SAFE"):
+        assert is_product_name(name), name
+    assert not is_product_name("/d/scene.tif") and not is_product_name("/d/folder")
+    assert product_label("SENTINEL2_L1C:/vsizip//d/S2B_X.zip/S2B_X.SAFE/MTD_MSIL1C.xml:10m:EPSG_32633") == "S2B_X"

@@ -83,3 +83,41 @@ def test_desktop_runs_the_algorithm_and_loads_styled_layers(tmp_path):
              if "Warning" in m["message"] or any(t in m["message"] for t in tensorflow_log)
              or m["tag"] in ("urbanmtl", "Python warning", "Python error") or m["level"] >= 1]
     assert noisy == [], noisy
+
+
+JP2_DIR = REPO.parent / "shared" / "data" / "scene" / "IMG_DATA"
+
+
+@pytest.mark.skipif(desktop_available() is not None, reason=str(desktop_available()))
+@pytest.mark.skipif(not JP2_DIR.exists(), reason="../shared/data/scene is not available")
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists(), reason="the venv is missing (make venv)")
+def test_a_layer_added_from_a_products_subdataset_maps_the_whole_product(tmp_path):
+    """A user opens a Level-1C product (baseline 04.00, real JP2 bands) the QGIS way, adds its 10 m subdataset
+    (4 bands) as a layer and runs the algorithm as its dialog does: the maps are those of the .SAFE folder."""
+    import subprocess
+
+    from core.mapping.agreement import map_agreement
+    from tests.fakedata import fake_safe
+
+    safe = fake_safe(tmp_path / "products", JP2_DIR)
+    layer_source = f"SENTINEL2_L1C:{safe / 'MTD_MSIL1C.xml'}:10m:EPSG_32633"
+    out = tmp_path / "out"
+    out.mkdir()
+    report_file = tmp_path / "report.json"
+    config = {"report": str(report_file), "scene": layer_source, "layer_name": "S2A 10 m", "outputs": str(out),
+              "screenshots": None, "timeout_s": TIME_LIMIT - 30}
+    run = run_desktop(config, tmp_path / "session", timeout=TIME_LIMIT)
+    report = run.report or {}
+    context = f"stage {report.get('stage')}; report {report}\n--- QGIS output ---\n{run.output[-3000:]}"
+    assert not run.timed_out and run.returncode == 0 and report.get("stage") == "done", context
+    assert report["scene_valid"] and report["ok"], context
+    log = "\n".join(report["feedback"])
+    assert "-1000" in log and "does not exist" not in log and "Traceback" not in log, log
+
+    reference = tmp_path / "safe"
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "core.predict", str(safe), "--hse",
+                           str(reference / "hse.tif"), "--lcz", str(reference / "lcz.tif")], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    agreement = map_agreement(out / "hse.tif", out / "lcz.tif", reference / "hse.tif", reference / "lcz.tif")
+    assert agreement.lcz_share == 1.0 and agreement.hse_max == 0.0, agreement.describe()

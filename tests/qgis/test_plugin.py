@@ -114,7 +114,7 @@ def test_algorithm_parameters(plugin):
 
     # The first screen is input, extent and outputs; everything else is under Advanced parameters.
     advanced = QgsProcessingParameterDefinition.FlagAdvanced
-    for name in ("BANDS", "MODEL", "TILE_SIZE", "OVERLAP", "DEVICE", "BATCH_SIZE", "OFFSET", "COG", "PYTHON"):
+    for name in ("BANDS", "MODEL", "TILE_SIZE", "OVERLAP", "DEVICE", "RUNTIME", "BATCH_SIZE", "OFFSET", "COG", "PYTHON"):
         assert algorithm.parameterDefinition(name).flags() & advanced, name
     for name in ("INPUT", "EXTENT", "OUTPUT_HSE", "OUTPUT_LCZ", "OUTPUT_CONFIDENCE", "OUTPUT_STATS"):
         assert not algorithm.parameterDefinition(name).flags() & advanced, name
