@@ -49,11 +49,14 @@ def mapping_network(bf16: bool):
     """The bundled model's network as the engine maps with it (windowed attention), in float32 or bfloat16."""
     import keras
 
-    from core.mapping.predict import Networks, window_of, PredictOptions
+    from core.common.options import PredictOptions
+    from core.mapping.networks import Networks, read_model, run_runtime
+    from core.mapping.predict import window_of
 
+    model_file, card = read_model(None)
+    window = window_of(PredictOptions(), card)
     networks = Networks()
-    loaded = networks.load(None, "/CPU:0")
-    window = window_of(PredictOptions(), loaded.card)
+    loaded = networks.load(None, run_runtime("tensorflow", "cpu", model_file, card, window))
     if not bf16:
         return networks.mapping(loaded, window)
     old = keras.config.dtype_policy()
@@ -110,7 +113,9 @@ def child_maps(opts: dict) -> dict:
     import rasterio
     import keras
 
-    from core.mapping.predict import Networks, PredictOptions, predict_scene
+    from core.common.options import PredictOptions
+    from core.mapping.networks import Networks
+    from core.mapping.predict import predict_scene
 
     class BFloat16(Networks):
         def mapping(self, loaded, window):
@@ -121,7 +126,7 @@ def child_maps(opts: dict) -> dict:
             finally:
                 keras.config.set_dtype_policy(old)
 
-        def runner(self, network, device):
+        def runner(self, network, runtime):
             import tensorflow as tf
 
             fn = traced(network, (None, None, None, 10))
@@ -134,7 +139,7 @@ def child_maps(opts: dict) -> dict:
     out = Path(opts["out"])
     for name, networks in (("f32", Networks()), ("bf16", BFloat16())):
         predict_scene(opts["scene"], str(out / f"{name}_hse.tif"), str(out / f"{name}_lcz.tif"),
-                      options=PredictOptions(overwrite=True), networks=networks)
+                      options=PredictOptions(overwrite=True, runtime="tensorflow"), networks=networks)
     read = lambda p: rasterio.open(out / p).read(1)  # noqa: E731
     a, b = read("f32_lcz.tif"), read("bf16_lcz.tif")
     cells = a > 0

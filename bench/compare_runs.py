@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 
 def val_scenes(run: Path) -> list[str]:
-    from core.network.saving import card_path_for, resolve_model_path
+    from core.network.files import card_path_for, resolve_model_path
 
     card = json.loads(card_path_for(resolve_model_path(str(run))).read_text())
     return card["training"]["config"].get("val_scenes") or []

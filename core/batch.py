@@ -40,6 +40,7 @@ from .cluster.scenes import (
 from .common.errors import Interrupted, UrbanMTLError
 from .mapping.predict import PredictOptions, validate_options
 from .network.files import resolve_model_path
+from .outputs.temporaries import remove_abandoned
 from .predict import STOP_SIGNALS, build_parser as predict_parser
 
 #: The flags of core.predict a batch passes on to every scene: parsed exactly as there (types, choices, defaults).
@@ -142,6 +143,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         write_summary(summary, rows)
+        # The cluster is closed by now: what its workers were writing when they stopped goes, locks included.
+        for _, job, _, _ in todo:
+            for final in (job.hse, job.lcz):
+                remove_abandoned(Path(final))
+        remove_marker_folder(out_dir)
         name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
         say(f"error: interrupted ({name}); the scenes not finished are 'pending' in {summary}. Run the same "
             f"command again to go on.")

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from .common.cli import EXIT_HELP, run_command
 from .common.errors import UrbanMTLError
+from .common.run_folder import RunFolder
 from .finetuning.run import finetune
-from .finetuning.setup import (
-    DISTILL, FREEZE, LEARNING_RATE, MAX_EPOCHS, MIN_EPOCHS, TRAIN_WINDOWS, FinetuneOptions,
-)
+from .common.spec import DISTILL, MAX_EPOCHS, MIN_EPOCHS
+from .finetuning.setup import FREEZE, LEARNING_RATE, TRAIN_WINDOWS, FinetuneOptions
 from .training.transfer import FREEZES
 
 
@@ -32,10 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m core.finetune",
         description="Fine-tune the urbanmtl network on LCZ training areas (polygons) drawn over a Sentinel-2 image, "
-                    "then score the start and the fine-tuned model on held-out polygons (accuracy.json/.html).")
+                    "then score the start and the fine-tuned model on held-out polygons (accuracy.json/.html).",
+        epilog=EXIT_HELP + " A failed or stopped run removes what it wrote into --out (which must be new or empty).")
     p.add_argument("--image", required=True, help="Sentinel-2 raster (anything core.predict reads)")
     p.add_argument("--polygons", required=True, help="training areas: GeoPackage, shapefile, GeoJSON, KML, ...")
-    p.add_argument("--field", required=True, help="attribute holding the class: 1-17, 1-10/A-G or 101-107")
+    p.add_argument("--field", help="attribute holding the class: 1-17, 1-10/A-G or 101-107 (leave it out for a "
+                                    "WUDAPT/LCZ Generator KML/KMZ with one folder per class, named e.g. '2', "
+                                    "'LCZ 2 Compact midrise', 'A Dense trees')")
     p.add_argument("--out", required=True, help="run folder to create (model.keras, accuracy.json, ...)")
     p.add_argument("--model", help="start model: model.keras or a run folder (default: the bundled model)")
     p.add_argument("--epochs", type=int, help=f"epochs (default: about {TRAIN_WINDOWS} training windows as large as "
@@ -80,28 +84,30 @@ def _settings(items: list[str]) -> dict[str, Any]:
     return values
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        extra = _settings(args.train_setting)
-    except UrbanMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _finetune(args) -> int:
+    extra = _settings(args.train_setting)
     opts = FinetuneOptions(image=args.image, polygons=args.polygons, field=args.field, out=args.out,
                            model=args.model, epochs=args.epochs, seed=args.seed, test_share=args.test_share,
                            layer=args.layer, bands=args.bands, offset=args.offset, learning_rate=args.learning_rate,
                            refit=args.refit, distill=args.distill, freeze=args.freeze, extra=extra)
-    try:
-        result = finetune(opts, log=lambda text: print(text, flush=True))
-    except UrbanMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    with RunFolder(opts.out, log):          # claimed new or empty; emptied again if the run fails or is stopped
+        result = finetune(opts, log=log)
     print(_summary(result))
     for text in result.get("warnings", []):
         print(f"warning: {text}")
     print(f"Wrote {Path(args.out) / 'model.keras'}, {Path(args.out) / 'accuracy.json'} and "
           f"{Path(args.out) / 'accuracy.html'}.")
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """The CLI (exit statuses: core.common.cli.EXIT_HELP)."""
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _finetune(args), stopped=f"what the run had written into {args.out} was removed")
 
 
 if __name__ == "__main__":

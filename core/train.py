@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .common.cli import EXIT_HELP, run_command
 from .common.errors import UrbanMTLError
 from .training.config import config_keys, load_config_file, make_config
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "model.keras, model_card.json, log.csv, checkpoints, TensorBoard logs and a loss curve. "
                     "Defaults are the paper's (Qiu et al. 2022); a --config file (YAML/JSON) sets any of them, "
                     "flags override the file.",
+        epilog=EXIT_HELP + " A stop keeps the checkpoints: the same command with --resume goes on.",
     )
     p.add_argument("--data", nargs="+", help="training datasets: paths, format detected from content, or "
                    "FORMAT:PATH with FORMAT in authors, so2sat, eurosat, scene, shared")
@@ -63,29 +65,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        flags = {k: v for k, v in vars(args).items() if k not in ("config", "resume")}
-        if args.resume:
-            # A resumed run keeps its data, model and schedule; only the epoch budget may change.
-            if not args.out:
-                raise UrbanMTLError("--resume needs --out RUN_DIR (the run to continue).")
-            saved = Path(args.out) / "config.json"
-            if not saved.exists():
-                raise UrbanMTLError(f"Cannot resume: '{args.out}' holds no training run (no config.json). "
-                                    f"Start a new run without --resume.")
-            cfg = make_config(json.loads(saved.read_text()), {"epochs": args.epochs, "out": args.out})
-        else:
-            file_values = load_config_file(args.config) if args.config else {}
-            cfg = make_config(file_values, flags)
-        from .training.run import train
+def _train(args) -> int:
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "resume")}
+    if args.resume:
+        # A resumed run keeps its data, model and schedule; only the epoch budget may change.
+        if not args.out:
+            raise UrbanMTLError("--resume needs --out RUN_DIR (the run to continue).")
+        saved = Path(args.out) / "config.json"
+        if not saved.exists():
+            raise UrbanMTLError(f"Cannot resume: '{args.out}' holds no training run (no config.json). "
+                                f"Start a new run without --resume.")
+        cfg = make_config(json.loads(saved.read_text()), {"epochs": args.epochs, "out": args.out})
+    else:
+        file_values = load_config_file(args.config) if args.config else {}
+        cfg = make_config(file_values, flags)
+    from .training.run import train
 
-        train(cfg, resume=args.resume)
-    except UrbanMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    train(cfg, resume=args.resume)
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """The CLI (exit statuses: core.common.cli.EXIT_HELP). A stop keeps the run folder's last checkpoint, so the
+    same command with --resume goes on from its last finished epoch."""
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _train(args), stopped=f"the checkpoints in {args.out or 'the run folder'} are kept; "
+                                                    f"add --resume to the same command to go on")
 
 
 if __name__ == "__main__":

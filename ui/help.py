@@ -35,7 +35,9 @@ def help_html() -> str:
            "export, set <b>DN offset</b> to &minus;{offset} under Advanced parameters.").format(
             scale=DN_SCALE, offset=-BASELINE_OFFSET),
         tr("<b>Exports</b> (optional): the LCZ map in UMEP codes (1&ndash;10, 101&ndash;107 for A&ndash;G) for "
-           "UMEP/SUEWS, and a copy in EPSG:4326 for WRF's w2w (WUDAPT-to-WRF) tool. A <b>majority filter</b> "
+           "UMEP/SUEWS, and a copy in EPSG:4326 for WRF's w2w (WUDAPT-to-WRF) tool (note: WRF from version 4.4.2 numbers the urban "
+           "LCZ categories 51&ndash;61, while w2w writes 31&ndash;41; check what your WRF version expects). A "
+           "<b>majority filter</b> "
            "(Advanced, 3x3 or 5x5 cells) gives each cell the most frequent class around it, in the map and its "
            "exports (the LCZ Generator smooths its maps with a Gaussian filter instead); the confidence "
            "stays the network's, so where the filter changed a cell's class it is the probability of the class the "

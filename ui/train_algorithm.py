@@ -31,9 +31,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication, QUrl
 
-from ..core import finetune_worker
+from ..core.common.run_folder import remove_stopped_run
 from ..core.common import spec
-from ..core.finetuning.setup import DISTILL, MAX_EPOCHS
+from ..core.common.spec import DISTILL, MAX_EPOCHS
 from .algorithm_base import UrbanmtlAlgorithm
 from .help import README_PATH
 from .layers import chosen_bands, layer_file
@@ -42,7 +42,9 @@ from .run_engine import run_engine, user_text
 #: The README section this algorithm's help links to.
 README_SECTION = "train-on-your-own-city"
 #: Vector formats the engine reads directly (GDAL/OGR through fiona); anything else is copied to a GeoPackage.
-POLYGON_FORMATS = ["gpkg", "shp", "geojson", "json", "kml", "sqlite", "fgb", "gml"]
+POLYGON_FORMATS = ["gpkg", "shp", "geojson", "json", "kml", "kmz", "sqlite", "fgb", "gml"]
+#: Files whose folders name their classes (WUDAPT, LCZ Generator): read whole when no field is chosen.
+FOLDER_FORMATS = (".kml", ".kmz")
 
 
 def tr(text: str) -> str:
@@ -136,7 +138,8 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.POLYGONS, tr("Training areas (polygons)"), [QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterField(
-            self.FIELD, tr("Field holding the LCZ class (1-10, A-G, 11-17 or 101-107)"), None, self.POLYGONS))
+            self.FIELD, tr("Field holding the LCZ class (1-10, A-G, 11-17 or 101-107; empty for a WUDAPT KML/KMZ "
+                           "with one folder per class)"), None, self.POLYGONS, optional=True))
         self.addParameter(ModelParameter(
             self.MODEL, tr("Model to start from (.keras or a training run folder; empty = the bundled model)"),
             QgsProcessingParameterFile.File, extension="", optional=True, fileFilter=tr("Keras models (*.keras)")))
@@ -198,15 +201,18 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
             raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
         image = layer_file(layer)
         field = self.parameterAsString(parameters, self.FIELD, context)
-        if not field:
-            raise QgsProcessingException(self.tr(
-                "No field chosen: choose the field of the training areas that holds the LCZ class."))
         polygons, polygon_layer = self._polygons(parameters, context, feedback)
+        if not field:
+            if not polygons.lower().endswith(FOLDER_FORMATS):
+                raise QgsProcessingException(self.tr(
+                    "No field chosen: choose the field of the training areas that holds the LCZ class (only a "
+                    "KML/KMZ file can give the classes by its folders, the WUDAPT way)."))
+            polygon_layer = None          # every folder of the file: each is one class
         out = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
         epochs = self.parameterAsInt(parameters, self.EPOCHS, context) if parameters.get(self.EPOCHS) not in (
             None, "") else 0
         params = {
-            "image": image, "polygons": polygons, "field": field, "out": out,
+            "image": image, "polygons": polygons, "field": field or None, "out": out,
             "model": self.parameterAsFile(parameters, self.MODEL, context) or None,
             "epochs": epochs or None, "layer": polygon_layer,
             "bands": chosen_bands(self.parameterAsInts(parameters, self.BANDS, context), layer, feedback.pushWarning),
@@ -216,13 +222,14 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
             else self.parameterAsDouble(parameters, self.DISTILL, context),
         }
         feedback.pushInfo(self.tr("Input: {image}").format(image=image))
-        feedback.pushInfo(self.tr("Training areas: {polygons}{layer}, field '{field}'").format(
-            polygons=polygons, layer=f" (layer {polygon_layer})" if polygon_layer else "", field=field))
+        feedback.pushInfo(self.tr("Training areas: {polygons}{layer}, {field}").format(
+            polygons=polygons, layer=f" (layer {polygon_layer})" if polygon_layer else "",
+            field=self.tr("field '{field}'").format(field=field) if field else self.tr("one folder per class")))
         feedback.pushInfo(self.tr("Epochs: {epochs}").format(
             epochs=epochs or self.tr("automatic")))
         result = run_engine(params, self.parameterAsFile(parameters, self.PYTHON, context), feedback,
                             module="core.finetune_worker",
-                            cleanup=lambda: finetune_worker.remove_stopped_run(out))
+                            cleanup=lambda: remove_stopped_run(out))
         self._report(result, feedback)
         return {
             self.OUTPUT_FOLDER: out,

@@ -87,6 +87,14 @@ RUNTIMES: tuple[str, ...] = ("auto", "litert", "tensorflow")
 BATCH_PIXELS = 512 * 512
 
 
+# --- fine-tuning on training areas (core.finetuning; the QGIS dialog's limits and defaults) ---
+
+#: The epochs a fine-tuning run may be given (None/0: automatic, core.finetuning.setup.auto_epochs).
+MIN_EPOCHS, MAX_EPOCHS = 5, 200
+#: Weight of the distillation loss that keeps the start model's own map away from the training areas.
+DISTILL = 1.0
+
+
 def default_batch_size(tile_size: int) -> int:
     """Tiles per network call for tiles of tile_size x tile_size px (BATCH_PIXELS)."""
     return max(1, BATCH_PIXELS // (tile_size * tile_size))

@@ -260,6 +260,9 @@ def write_report(result: dict[str, Any], path: str | Path) -> Path:
              ("polygons train / test", f"{split['n_train']} / {split['n_test']}"),
              ("test cells scored", result["after"]["cells"]),
              ("test cells left out (touching a training polygon)", split.get("test_cells_excluded", 0))]
+    if split.get("class_names"):        # a WUDAPT-style file: each class as its folder named it
+        facts.append(("classes (from the file's folders)",
+                      "; ".join(f"{k} = {v}" for k, v in split["class_names"].items())))
     facts_html = "".join(f"<tr><th class=l>{html.escape(str(k))}</th><td class=l>{html.escape(str(v))}</td></tr>"
                          for k, v in facts if v is not None)
     warnings = "".join(f"<li>{html.escape(text)}</li>" for text in result.get("warnings", []))

@@ -8,6 +8,7 @@ parse_lcz_value). Codes in memory and in every file written here are 1..17 (A..G
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class TrainingArea:
     bounds: Bounds
     ref: str
     index: int
+    folder: str = ""          # the KML folder it came from (WUDAPT files: one folder per class), else ""
 
 
 def _open_layers(path: Path, layer: Optional[str]) -> list[str]:
@@ -68,9 +70,39 @@ def _parse(value: Any) -> Optional[int]:
         return None
 
 
-def read_training_areas(path: str | Path, field: str, dst_crs: Any, layer: Optional[str] = None
-                        ) -> list[TrainingArea]:
-    """Every polygon of `path` (every layer holding `field`, or `layer`) with its class, in `dst_crs`.
+#: A KML folder named for its class, the way WUDAPT users write them: "2", "LCZ 2", "2 Compact midrise", "A", "LCZ A",
+#: "11", "A Dense trees", "LCZ_2" (the class, then nothing or a space or punctuation).
+FOLDER_RE = re.compile(r"^\s*(?:LCZ[\s_-]*)?([0-9]{1,3}|[A-G])(?![0-9A-Z])", re.IGNORECASE)
+
+
+def folder_class(name: str) -> Optional[int]:
+    """The LCZ code (1..17) a folder's name gives, or None when it names no class."""
+    match = FOLDER_RE.match(name or "")
+    return _parse(match.group(1)) if match else None
+
+
+def _flat(geometry: dict[str, Any]) -> dict[str, Any]:
+    """A (Multi)Polygon with 2-D coordinates (KML files often carry a third, the altitude)."""
+    def ring(points):
+        return [tuple(p[:2]) for p in points]
+
+    if geometry["type"] == "Polygon":
+        return {"type": "Polygon", "coordinates": [ring(r) for r in geometry["coordinates"]]}
+    return {"type": "MultiPolygon", "coordinates": [[ring(r) for r in poly] for poly in geometry["coordinates"]]}
+
+
+def _crs_of(src: Any, path: Path, name: str) -> CRS:
+    if not src.crs_wkt:
+        raise UrbanMTLError(f"The polygon file '{path}' (layer '{name}') has no coordinate reference "
+                            f"system. Save it with one (e.g. in QGIS: Export > Save Features As, with a CRS).")
+    return CRS.from_wkt(src.crs_wkt)
+
+
+def read_training_areas(path: str | Path, field: Optional[str], dst_crs: Any, layer: Optional[str] = None,
+                        log: Any = None) -> list[TrainingArea]:
+    """Every polygon of `path` (every layer holding `field`, or `layer`) with its class, in `dst_crs`. Without a
+    field (None or ""), the WUDAPT/LCZ Generator way: every layer is a KML folder named for its class
+    (read_folders).
 
     Raises UrbanMTLError when the file cannot be read, no layer has `field` (the fields are listed), a value
     is not an LCZ class (a few are listed), a feature is not a polygon, or there is no polygon at all.
@@ -79,6 +111,8 @@ def read_training_areas(path: str | Path, field: str, dst_crs: Any, layer: Optio
 
     path = Path(path)
     dst_crs = CRS.from_user_input(dst_crs)
+    if not field:
+        return read_folders(path, dst_crs, layer, log or (lambda text: None))
     areas: list[TrainingArea] = []
     bad_values: list[Any] = []
     not_polygons: list[str] = []
@@ -92,10 +126,7 @@ def read_training_areas(path: str | Path, field: str, dst_crs: Any, layer: Optio
                 fields_seen.extend(f for f in fields if f not in fields_seen)
                 continue
             used_layers.append(name)
-            if not src.crs_wkt:
-                raise UrbanMTLError(f"The polygon file '{path}' (layer '{name}') has no coordinate reference "
-                                    f"system. Save it with one (e.g. in QGIS: Export > Save Features As, with a CRS).")
-            src_crs = CRS.from_wkt(src.crs_wkt)
+            src_crs = _crs_of(src, path, name)
             for feature in src:
                 ref = f"feature {feature.id}" + (f" of layer '{name}'" if len(layers) > 1 else "")
                 geometry = feature["geometry"]
@@ -108,11 +139,12 @@ def read_training_areas(path: str | Path, field: str, dst_crs: Any, layer: Optio
                 if code is None:
                     bad_values.append(value)
                     continue
-                geom = transform_geom(src_crs, dst_crs, as_mapping(geometry))
+                geom = transform_geom(src_crs, dst_crs, _flat(as_mapping(geometry)))
                 areas.append(TrainingArea(code, geom, tuple(geometry_bounds(geom)), ref, len(areas)))
     if not used_layers:
         raise UrbanMTLError(f"The polygon file '{path}' has no field '{field}'. Its fields: "
-                            f"{', '.join(fields_seen) or 'none'}. Choose the one holding the LCZ class.")
+                            f"{', '.join(fields_seen) or 'none'}. Choose the one holding the LCZ class, or leave the "
+                            f"field empty for a KML/KMZ with one folder per class (the WUDAPT way).")
     if bad_values:
         shown = ", ".join(repr(v) for v in list(dict.fromkeys(bad_values))[:6])
         raise UrbanMTLError(f"{len(bad_values)} polygon(s) in '{path}' have a value in field '{field}' that is not "
@@ -124,6 +156,55 @@ def read_training_areas(path: str | Path, field: str, dst_crs: Any, layer: Optio
         raise UrbanMTLError(f"The polygon file '{path}' holds no polygons. Draw LCZ training areas (polygons "
                             f"with the class in field '{field}') and save them.")
     return areas
+
+
+def read_folders(path: Path, dst_crs: CRS, layer: Optional[str], log: Any) -> list[TrainingArea]:
+    """The training areas of a WUDAPT-style KML/KMZ: one folder (a GDAL layer) per class, named for it
+    (folder_class), no attribute. Points and lines are left out, and the log says how many; a folder whose name names
+    no class, or that holds no polygon, is an error naming it."""
+    import fiona
+
+    areas: list[TrainingArea] = []
+    left_out: Counter = Counter()
+    for name in _open_layers(path, layer):
+        code = folder_class(name)
+        if code is None:
+            raise UrbanMTLError(f"The folder '{name}' of '{path}' names no LCZ class. Name each folder for its class "
+                                f"(e.g. '2', 'LCZ 2', '2 Compact midrise', 'A', 'LCZ A Dense trees' or 11-17), or give "
+                                f"the field that holds the class.")
+        before = len(areas)
+        with fiona.open(str(path), layer=name) as src:
+            src_crs = _crs_of(src, path, name)
+            for feature in src:
+                geometry = feature["geometry"]
+                gtype = None if geometry is None else geometry["type"]
+                if gtype not in ("Polygon", "MultiPolygon"):
+                    left_out[gtype or "no geometry"] += 1
+                    continue
+                geom = transform_geom(src_crs, dst_crs, _flat(as_mapping(geometry)))
+                ref = f"feature {feature.id} of folder '{name}'"
+                areas.append(TrainingArea(code, geom, tuple(geometry_bounds(geom)), ref, len(areas), folder=name))
+        if len(areas) == before:
+            raise UrbanMTLError(f"The folder '{name}' of '{path}' holds no polygon. Draw its training areas as "
+                                f"polygons, or delete the folder.")
+    if left_out:
+        kinds = ", ".join(f"{n} {kind.lower()}{'s' if n > 1 else ''}" for kind, n in sorted(left_out.items()))
+        log(f"Left out {sum(left_out.values())} feature(s) of '{path.name}' that are not polygons ({kinds}): "
+            f"training areas are polygons.")
+    return areas
+
+
+def class_names(areas: Sequence[TrainingArea]) -> dict[str, str]:
+    """{class letter or number as the report writes it: the folder(s) it came from}, for folder-mode files."""
+    from ..common.lcz import LETTERS
+
+    names: dict[str, list[str]] = {}
+    for a in areas:
+        if a.folder:
+            names.setdefault(LETTERS[a.code - 1], [])
+            if a.folder not in names[LETTERS[a.code - 1]]:
+                names[LETTERS[a.code - 1]].append(a.folder)
+    return {k: " / ".join(v) for k, v in sorted(names.items(), key=lambda kv: LETTERS.index(kv[0]))}
 
 
 def check_inside(areas: Sequence[TrainingArea], image_bounds: Bounds, crs_label: str) -> None:

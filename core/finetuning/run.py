@@ -38,7 +38,8 @@ import numpy as np
 
 from ..common.errors import UrbanMTLError
 from .setup import (
-    BATCH_SIZE, HELDOUT, LR_DECAY, LR_DECAYS, NO_REFIT_STEPS, PROGRESS_STEPS, RUN_FILES, FinetuneOptions, Log,
+    BATCH_SIZE, HELDOUT, LR_DECAY, LR_DECAYS, MIN_POLYGONS, NO_REFIT_STEPS, PROGRESS_STEPS, RUN_FILES, FinetuneOptions,
+    Log,
     Progress, areas_manifest, auto_epochs, finetune_config, patch_size, prepare_areas, write_distill_map,
 )
 
@@ -187,10 +188,7 @@ def finetune(opts: FinetuneOptions, log: Log = print, progress: Optional[Progres
         log("Mapping the image with the run's model (trained on all polygons) ...")
         final_map = map_scene(opts, str(out), "final", out, log, _step(progress, steps["final"]))
     done = time.perf_counter()
-    result["warnings"] = disagreeing_classes(prepared["train"] + (prepared["test"] if opts.refit else []),
-                                             final_map)
-    for text in result["warnings"]:
-        log(f"Warning: {text}")
+    result["warnings"] = final_warnings(opts, prepared, final_map, log)
     result["seconds"] = {"training": round(trained - trained_at, 1), "preparing": round(trained_at - started, 1),
                          "mapping_and_scoring": round(scored - trained, 1), "refit": round(done - scored, 1),
                          "total": round(done - started, 1)}
@@ -253,6 +251,19 @@ def disagreeing_classes(areas: list[Any], lcz_map: str) -> list[str]:
                 f"the fine-tuned map still calls {len(hits) - sum(hits)} of your {len(hits)} training polygon(s) of "
                 f"class {label(code)} something else. Check that they lie in places of that class, draw more of "
                 f"them, or give the start model's map less weight (--distill 0.3, or 0 for the polygons alone).")
+    return warnings
+
+
+def final_warnings(opts: FinetuneOptions, prepared: dict, final_map: Any, log: Log) -> list[str]:
+    """The report's warnings: classes whose training polygons the run's map still mostly calls otherwise (said in
+    the log here), and classes of fewer than MIN_POLYGONS polygons (said in the log before training)."""
+    warnings = disagreeing_classes(prepared["train"] + (prepared["test"] if opts.refit else []), final_map)
+    for text in warnings:
+        log(f"Warning: {text}")
+    if prepared["split"].get("few_polygons"):
+        warnings.append(f"Class(es) {', '.join(prepared['split']['few_polygons'])} have fewer than {MIN_POLYGONS} "
+                        f"training polygons (the LCZ Generator asks for at least {MIN_POLYGONS}): their figures rest "
+                        f"on very few areas.")
     return warnings
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..common.errors import UrbanMTLError
+from ..common.spec import DISTILL, MAX_EPOCHS, MIN_EPOCHS
 from ..common.spec import SIZE_MULTIPLE
 
 #: Training windows are as large as the start model's training windows (core.tiling.training_patch: 64 px for the
@@ -35,7 +36,6 @@ PATCH_SIZE = 256
 #: so that training sees about TRAIN_WINDOWS windows, whatever the scene's size and the number of polygons (an
 #: epoch is POLYGON_WINDOWS windows per training polygon, at most the scene's area in windows).
 TRAIN_WINDOWS = 800
-MIN_EPOCHS, MAX_EPOCHS = 5, 200
 LEARNING_RATE = 1e-3
 LR_DECAY = 0.75
 #: The learning rate decays this many times over the run (x LR_DECAY each time).
@@ -45,7 +45,8 @@ BATCH_SIZE = 8
 FREEZE = "backbone"
 #: Weight of the distillation loss (the start model's translated map where there is no polygon) against the
 #: polygons' loss; 0 trains on the polygons alone.
-DISTILL = 1.0
+#: Polygons per class below which a run warns (the LCZ Generator's minimum since its version 2.4.0).
+MIN_POLYGONS = 3
 #: How evenly the classes of the polygons are drawn (core.data.windows.class_weights: 1 = every class alike, 0 =
 #: every polygon alike): classes in proportion to the square root of their polygons. Every class alike let a
 #: class the user drew rarely take over cells of a common one (measured: bench/bench_finetune.py, README).
@@ -79,7 +80,7 @@ class FinetuneOptions:
 
     image: str
     polygons: str
-    field: str
+    field: Optional[str]                   # the attribute holding the class; None/"": one KML folder per class
     out: str
     model: Optional[str] = None            # start model (model.keras or run folder); None = the bundled model
     epochs: Optional[int] = None           # None: about TRAIN_WINDOWS windows (auto_epochs)
@@ -110,13 +111,13 @@ def _image_grid(opts: FinetuneOptions) -> dict[str, Any]:
 
 def prepare_areas(opts: FinetuneOptions, out: Path, log: Log) -> dict[str, Any]:
     """Read, check, split and write the training areas; returns what the later steps need."""
-    from .areas import (check_inside, class_table, pixel_counts, read_training_areas, split_areas,
-                                 write_areas)
+    from .areas import (check_inside, class_names, class_table, pixel_counts, read_training_areas, split_areas,
+                        write_areas)
     from ..inputs.grid import crs_label
-    from ..common.lcz import LETTERS
+    from ..common.lcz import LETTERS, label
 
     grid = _image_grid(opts)
-    areas = read_training_areas(opts.polygons, opts.field, grid["crs"], opts.layer)
+    areas = read_training_areas(opts.polygons, opts.field, grid["crs"], opts.layer, log)
     check_inside(areas, grid["bounds"], crs_label(grid["crs"]))
     train, test = split_areas(areas, opts.test_share, opts.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,16 @@ def prepare_areas(opts: FinetuneOptions, out: Path, log: Log) -> dict[str, Any]:
         "test_polygons": {LETTERS[c - 1]: n for c, n in class_table(test).items()},
         "train_pixels_10m": {LETTERS[k - 1]: int(px[k]) for k in range(1, len(px)) if px[k]},
     }
+    few = [label(code) for code, n in class_table(areas).items() if n < MIN_POLYGONS]
+    if few:
+        split["few_polygons"] = few
+        log(f"Warning: class(es) {', '.join(few)} have fewer than {MIN_POLYGONS} polygons. The LCZ Generator asks for "
+            f"at least {MIN_POLYGONS} per class (since version 2.4.0): with fewer, the held-out test of a class rests on "
+            f"one polygon and the model learns it from one or two; draw more, spread over the city.")
+    names = class_names(areas)
+    if names:           # a WUDAPT-style file: each class as its folder named it
+        split["class_names"] = names
+        log("Classes from the folders: " + "; ".join(f"{k} = '{v}'" for k, v in names.items()) + ".")
     log(f"{len(areas)} training areas in {len(split['train_polygons'])} classes: {len(train)} to train on, "
         f"{len(test)} held out for testing (whole polygons, stratified by class, seed {opts.seed}).")
     return {"grid": grid, "train": train, "test": test, "split": split}

@@ -37,6 +37,11 @@ class RunRuntime:
     version: str
     threads: Optional[int]
 
+    def tag(self) -> str:
+        """What the outputs' URBANMTL_RUNTIME tag says: the runtime and its version (the threads vary per machine
+        and process, the maps do not)."""
+        return f"{'LiteRT' if self.choice.name == LITERT else 'TensorFlow'} {self.version}"
+
     def describe(self) -> str:
         """E.g. 'LiteRT 2.3.0 (XNNPACK) on CPU, 2 threads'."""
         name = "LiteRT" if self.choice.name == LITERT else "TensorFlow"

@@ -186,7 +186,7 @@ def _map_tiles(scene: Scene, layout: TileLayout, network: Any, loaded: Any, runt
     tags = {"SOFTWARE": f"urbanmtl {__version__}", "URBANMTL_INPUT": scene.name,
             "URBANMTL_MODEL": str(loaded.path), "URBANMTL_SCHEME": options.scheme,
             "URBANMTL_TILE_SIZE": str(layout.tile_height), "URBANMTL_OVERLAP": str(options.overlap),
-            "URBANMTL_ATTENTION": options.attention, "URBANMTL_RUNTIME": runtime.describe()}
+            "URBANMTL_ATTENTION": options.attention, "URBANMTL_RUNTIME": runtime.tag()}
     with OutputSet(plan, grid20, grid100, cog=options.cog, tags=tags, lock=lock) as out:
         accumulator = StripAccumulator(layout, out, scene.pixel_area_m2, stats)
         runner = networks.runner(network, runtime)

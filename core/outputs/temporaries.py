@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 
 from ..common.atomic import sidecar
-from ..common.spec import TEMPORARY_HEX_DIGITS, TEMPORARY_MARK, temporary_pattern
+from ..common.locks import try_lock
+from ..common.spec import LOCK_SUFFIX, TEMPORARY_HEX_DIGITS, TEMPORARY_MARK, temporary_pattern
 
 #: GDAL's sidecar of a GeoTIFF (the LCZ map's category names live there).
 AUX_SUFFIX = ".aux.xml"
@@ -85,4 +86,30 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
                 removed.append(folder / name)
             except OSError:
                 pass
+    return removed
+
+
+def remove_abandoned(final: Path) -> list[Path]:
+    """What a run killed while writing `final` left (its temporaries and its lock file), once no live process holds
+    that lock (core.common.locks: the kernel released the killed one's). Nothing is removed while a run holds it."""
+    lock = final.with_name(f".{final.name}{LOCK_SUFFIX}")
+    if not lock.exists():
+        return remove_stale_temporaries(final)
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return []
+    try:
+        if not try_lock(fd):
+            return []                 # a live run writes it
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    removed = remove_stale_temporaries(final)
+    try:
+        os.remove(lock)
+        removed.append(lock)
+    except OSError:
+        pass
     return removed

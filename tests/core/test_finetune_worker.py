@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.common.errors import UrbanMTLError
-from core.finetune_worker import MARKER, RunFolder, build_parser, read_params, remove_stopped_run
+from core.common.run_folder import MARKER, RunFolder, remove_stopped_run
+from core.finetune_worker import build_parser, read_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,7 @@ def test_a_killed_run_is_removed_by_the_next_one_and_a_live_one_blocks_it(tmp_pa
     out = tmp_path / "run"
     # A live run in another process holds the marker's lock.
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from core.finetune_worker import RunFolder\n"
+        "import sys, time; from core.common.run_folder import RunFolder\n"
         f"with RunFolder({str(out)!r}, print):\n"
         f"    open({str(out / 'state.json')!r}, 'w').write('{{}}')\n"
         "    print('ready', flush=True); sys.stdin.read()\n")],

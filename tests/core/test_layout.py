@@ -119,3 +119,24 @@ def test_no_private_names_from_other_modules_and_no_reexports(name):
         if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("core")):
             private += [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
     assert private == []
+
+
+def test_the_qgis_side_imports_nothing_of_the_engine_but_core_common():
+    """ui/ and plugin.py reach the engine only through its process: of core they import the light contract modules
+    (core.common), never a package that loads GDAL's Python bindings, Keras or TensorFlow."""
+    wrong = []
+    for path in sorted([*(REPO / "ui").rglob("*.py"), REPO / "plugin.py", REPO / "__init__.py"]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                names = [f"{module}.{a.name}" for a in node.names] if module in ("core", "") else [module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                bare = name.lstrip(".")
+                if bare.startswith("core") and not (bare == "core.common" or bare.startswith("core.common.")):
+                    wrong.append(f"{path.relative_to(REPO)}: {name}")
+                if bare.split(".")[0] in ("tensorflow", "keras"):
+                    wrong.append(f"{path.relative_to(REPO)}: {name}")
+    assert wrong == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.network.saving import DEFAULT_MODEL_PATH
+from core.network.files import DEFAULT_MODEL_PATH
 from tests.e2e.test_qgis_process import QGIS_PROCESS, REPO, SCENE, qgis_environment, qgis_process
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,8 @@ def test_bundled_model_in_qgis_process_maps_lakes_as_water_and_villages_as_settl
                         f"OUTPUT_LCZ={lcz_path}", timeout=600)
     # No tile size either: the engine's tiling for the bundled model (windowed attention: large tiles).
     assert "tiles of 512 x 512 px" in done.stdout and "overlap 32" in done.stdout, done.stdout
-    assert "attention over 64 px windows" in done.stdout and "batch 1 " in done.stdout, done.stdout
+    assert "attention over 64 px windows" in done.stdout and "batch 1;" in done.stdout, done.stdout
+    assert "LiteRT" in done.stdout, done.stdout
 
     with rasterio.open(lcz_path) as lcz:
         codes = lcz.read(1)

@@ -205,7 +205,7 @@ def test_train_from_polygons_then_map_with_the_trained_model(city, tmp_path):
 
 
 def finetune_marker() -> str:
-    from core.finetune_worker import MARKER
+    from core.common.run_folder import MARKER
 
     return MARKER
 
@@ -244,3 +244,50 @@ def test_training_areas_a_user_gets_wrong_are_one_clear_message_each(city, tmp_p
                   if line.strip() and not line.startswith(("QStandardPaths", "<string>"))}
         assert len(errors) == 1, log
         assert not out.exists(), f"{what}: the failed run left {sorted(p.name for p in out.iterdir())}"
+
+
+def write_wudapt_kmz(path: Path, areas: list[tuple[str, dict]], src_crs) -> dict[str, str]:
+    """The areas as the WUDAPT template is filled: a KMZ in WGS 84 with one folder per class, folder names in the
+    styles users write ("LCZ 2 Compact midrise", "A", ...), 3-D coordinates, no field, and one stray point. Returns
+    {class letter: folder name}."""
+    import zipfile
+
+    from rasterio.warp import transform_geom
+
+    from core.common.lcz import label
+
+    styles = [lambda c: f"LCZ {label(c)}", lambda c: letter(c), lambda c: f"{label(c)}", lambda c: f"LCZ {letter(c)}"]
+    folders: dict[str, list[str]] = {}
+    codes = {letter(c): c for c in range(1, 18)}
+    for value, geometry in areas:
+        ring = transform_geom(src_crs, "EPSG:4326", geometry)["coordinates"][0]
+        coordinates = " ".join(f"{x:.7f},{y:.7f},0" for x, y in ring)
+        folders.setdefault(value, []).append(
+            f"<Placemark><name>area</name><Polygon><outerBoundaryIs><LinearRing><coordinates>{coordinates}"
+            f"</coordinates></LinearRing></outerBoundaryIs></Polygon></Placemark>")
+    names, parts = {}, []
+    for i, (value, placemarks) in enumerate(sorted(folders.items())):
+        names[value] = styles[i % len(styles)](codes[value])
+        parts.append(f"<Folder><name>{names[value]}</name>{''.join(placemarks)}</Folder>")
+    x, y = transform_geom(src_crs, "EPSG:4326", areas[0][1])["coordinates"][0][0]
+    parts[0] = parts[0].replace("</Folder>", f"<Placemark><name>note</name><Point><coordinates>{x},{y},0"
+                                             f"</coordinates></Point></Placemark></Folder>")
+    kml = ('<?xml version="1.0" encoding="UTF-8"?><kml xmlns="http://www.opengis.net/kml/2.2"><Document>'
+           f"<name>WUDAPT training areas</name>{''.join(parts)}</Document></kml>")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("doc.kml", kml)
+    return names
+
+
+def test_a_wudapt_kmz_with_one_folder_per_class_and_no_field_trains(city, tmp_path):
+    kmz = tmp_path / "training_areas.kmz"
+    names = write_wudapt_kmz(kmz, city["squares"], city["crs"])
+    out = tmp_path / "run"
+    done = run_qgis(city["env"], "run", "urbanmtl:train_from_polygons", "--", f"INPUT={city['image']}",
+                    f"POLYGONS={kmz}", "EPOCHS=2", f"OUTPUT_FOLDER={out}")
+    log = f"--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+    assert done.returncode == 0 and "Traceback" not in log, log
+    assert "one folder per class" in done.stdout and "Left out 1 feature(s)" in done.stdout, log
+    accuracy = json.loads((out / "accuracy.json").read_text())
+    assert accuracy["split"]["class_names"] == dict(sorted(names.items())), accuracy["split"]
+    assert accuracy["split"]["n_train"] + accuracy["split"]["n_test"] == len(city["squares"])
