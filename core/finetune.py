@@ -13,7 +13,7 @@ from .common.cli import EXIT_HELP, run_command
 from .common.errors import UrbanMTLError
 from .common.run_folder import RunFolder
 from .finetuning.run import finetune
-from .common.spec import DISTILL, MAX_EPOCHS, MIN_EPOCHS
+from .common.spec import DEFAULT_DISTILL, MAX_EPOCHS, MIN_EPOCHS
 from .finetuning.setup import FREEZE, LEARNING_RATE, TRAIN_WINDOWS, FinetuneOptions
 from .training.transfer import FREEZES
 
@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="start model: model.keras or a run folder (default: the bundled model)")
     p.add_argument("--epochs", type=int, help=f"epochs (default: about {TRAIN_WINDOWS} training windows as large as "
                    f"the start model's mapping tiles, {MIN_EPOCHS}-{MAX_EPOCHS} epochs)")
-    p.add_argument("--distill", type=float, default=DISTILL,
+    p.add_argument("--distill", type=float, default=DEFAULT_DISTILL,
                    help=f"weight of keeping the start model's own map away from the polygons, where they do not "
-                        f"contradict it (default {DISTILL:g}; 0 = train on the polygons alone)")
+                        f"contradict it (default {DEFAULT_DISTILL:g}; 0 = train on the polygons alone)")
     p.add_argument("--freeze", choices=FREEZES, default=FREEZE,
                    help=f"layers that keep the start model's weights (default {FREEZE}: all but the LCZ branch, "
                         f"so the HSE map does not change; none = train every layer)")

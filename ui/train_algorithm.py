@@ -33,7 +33,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QUrl
 
 from ..core.common.run_folder import remove_stopped_run
 from ..core.common import spec
-from ..core.common.spec import DISTILL, MAX_EPOCHS
+from ..core.common.spec import DEFAULT_DISTILL, MAX_EPOCHS
 from .algorithm_base import UrbanmtlAlgorithm
 from .help import README_PATH
 from .layers import chosen_bands, layer_file
@@ -149,7 +149,7 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
         advanced = [
             QgsProcessingParameterNumber(
                 self.DISTILL, tr("Weight of the start model's own map away from your areas (0 = your areas alone)"),
-                QgsProcessingParameterNumber.Double, DISTILL, optional=True, minValue=0.0, maxValue=10.0),
+                QgsProcessingParameterNumber.Double, DEFAULT_DISTILL, optional=True, minValue=0.0, maxValue=10.0),
             QgsProcessingParameterBand(
                 self.BANDS, tr("Bands {order}, in this order (empty = from band names or count)").format(
                     order=", ".join(spec.MODEL_BANDS)),

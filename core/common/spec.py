@@ -92,7 +92,7 @@ BATCH_PIXELS = 512 * 512
 #: The epochs a fine-tuning run may be given (None/0: automatic, core.finetuning.setup.auto_epochs).
 MIN_EPOCHS, MAX_EPOCHS = 5, 200
 #: Weight of the distillation loss that keeps the start model's own map away from the training areas.
-DISTILL = 1.0
+DEFAULT_DISTILL = 1.0
 
 
 def default_batch_size(tile_size: int) -> int:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..common.errors import UrbanMTLError
-from ..common.spec import DISTILL, MAX_EPOCHS, MIN_EPOCHS
+from ..common.spec import DEFAULT_DISTILL as DISTILL, MAX_EPOCHS, MIN_EPOCHS
 from ..common.spec import SIZE_MULTIPLE
 
 #: Training windows are as large as the start model's training windows (core.tiling.training_patch: 64 px for the

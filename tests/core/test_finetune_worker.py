@@ -89,7 +89,7 @@ def test_params_need_the_four_inputs_and_epochs_0_means_automatic(tmp_path):
     params.write_text(json.dumps({"image": "s2.tif", "polygons": "a.gpkg", "field": "lcz", "out": "run",
                                   "epochs": 0}))
     assert read_params(build_parser().parse_args([str(params)]))["epochs"] is None
-    with pytest.raises(UrbanMTLError, match="No field, out given"):
+    with pytest.raises(UrbanMTLError, match="No out given"):
         read_params(build_parser().parse_args(["--image", "s2.tif", "--polygons", "a.gpkg"]))
     params.write_text(json.dumps({"image": "s2.tif", "polygons": "a.gpkg", "field": "lcz", "out": "run",
                                   "tiles": 3}))

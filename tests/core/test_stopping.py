@@ -86,8 +86,8 @@ def test_ctrl_c_stops_a_batch_and_leaves_no_temporary_file(tmp_path):
     rng = np.random.default_rng(0)
     scenes = tmp_path / "scenes"
     scenes.mkdir()
-    for i in range(3):
-        data = rng.integers(500, 3000, (13, 1536, 1536)).astype(np.uint16)
+    data = rng.integers(500, 3000, (13, 1536, 1536)).astype(np.uint16)
+    for i in range(6):
         fakedata.write_raster(scenes / f"s{i}.tif", data)
     out = tmp_path / "out"
     proc = start(["-m", "core.batch", str(scenes), "--out-dir", str(out), "--workers", "1"])
@@ -95,7 +95,11 @@ def test_ctrl_c_stops_a_batch_and_leaves_no_temporary_file(tmp_path):
     while time.monotonic() < deadline and not any(".tmp" in p.name for p in out.glob("*")):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)                                # until a worker writes its first temporary
-    code, err, seconds = interrupt(proc)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)                    # while it maps the first of six scenes
+    _, err = proc.communicate(timeout=60)
+    code, seconds = proc.returncode, time.monotonic() - sent
     assert code == 130 and seconds < 30, err
     assert "Traceback" not in err and "interrupted (SIGINT)" in err.strip().splitlines()[-1], err
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".") or ".tmp" in p.name) == []
+    assert "pending" in (out / "summary.csv").read_text()
