@@ -41,7 +41,8 @@ from .common.errors import Interrupted, UrbanMTLError
 from .mapping.predict import PredictOptions, validate_options
 from .network.files import resolve_model_path
 from .outputs.temporaries import remove_abandoned
-from .predict import STOP_SIGNALS, build_parser as predict_parser
+from .common.cli import STOP_SIGNALS
+from .predict import build_parser as predict_parser
 
 #: The flags of core.predict a batch passes on to every scene: parsed exactly as there (types, choices, defaults).
 PREDICT_FLAGS = ("--model", "--bands", "--tile-size", "--overlap", "--batch-size", "--device", "--offset",

@@ -33,6 +33,7 @@ import signal
 import threading
 from typing import Any, Optional, Sequence
 
+from .common.cli import STOP_SIGNALS, ignore_stops
 from .common.errors import Interrupted, UrbanMTLError
 from .common.signals import defer_signal
 from .common.options import PredictOptions
@@ -91,8 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: Signals that stop a CLI run cleanly: the handler raises Interrupted, the stack unwinds, temporaries go.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def quiet_tensorflow_logs() -> None:
@@ -233,16 +232,6 @@ def _failure(exc: BaseException, console: _Console) -> int:
                         f"report it.", 1)
 
 
-def _ignore_stop_signals() -> None:
-    """Nothing may interrupt the last clean-up: ignore further stop signals while removing what is left."""
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            try:
-                signal.signal(signum, signal.SIG_IGN)
-            except (ValueError, OSError):  # pragma: no cover
-                pass
-
-
 def _print_stats(rows: list[dict]) -> None:
     for row in rows:
         if row["cells"]:
@@ -268,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt as exc:
         return _failure(exc, console)
     finally:
-        _ignore_stop_signals()
+        ignore_stops()
         remove_temporaries()
         _restore_handlers(previous)
     if _stop_received is not None:    # recorded inside a library after the last batch: the outputs are complete

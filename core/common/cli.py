@@ -45,7 +45,7 @@ def run_command(job: Callable[[], int], stopped: str = "nothing half-written was
         return job()
     except KeyboardInterrupt as exc:
         stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-        _ignore_stops()
+        ignore_stops()
         print(f"error: stopped by {stop.signal_name}; {stopped}.", file=sys.stderr, flush=True)
         return stop.exit_code
     except UrbanMTLError as exc:
@@ -66,7 +66,7 @@ def run_command(job: Callable[[], int], stopped: str = "nothing half-written was
                 pass
 
 
-def _ignore_stops() -> None:
+def ignore_stops() -> None:
     """A second Ctrl-C while the first one's clean-up ends must not interrupt it."""
     if threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:
