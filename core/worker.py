@@ -1,7 +1,8 @@
 """The mapping engine as a child process: runs core.mapping.predict.predict_scene and reports in JSON lines on stdout.
 
-The QGIS plugin never imports TensorFlow into the QGIS process (where it clashes with the OpenGL driver's
-LLVM, see README.md, "Mapping a scene"); it starts this module with a Python that has TensorFlow instead:
+The QGIS plugin never runs the network in the QGIS process (TensorFlow there clashes with the OpenGL driver's LLVM,
+docs/tests.md); it starts this module with QGIS's own Python and the engine folder of urbanmtl:install_engine, or a
+configured Python (ui.interpreter), which maps on LiteRT or TensorFlow (core.network.runtime):
 
     python -m core.worker PARAMS.json [--watch-stdin]
 
@@ -28,8 +29,8 @@ SIGTERM (the plugin's Cancel) or, with --watch-stdin, the end of stdin (the pare
 the run as soon as Python regains control: a network call in progress finishes first, and renaming the
 outputs into place is not interrupted half-way where core.outputs has defer_signal. The engine removes its
 temporary files on the way out, and the process ends without the interpreter's slow TensorFlow teardown.
-Exit status: 0 done, 1 internal error, 2 user error, 3 a package is missing, 130 cancelled. This module
-never imports qgis.
+Exit status (core.common.events): 0 done, 1 internal error, 2 user error, 3 a package is missing, 130 cancelled.
+This module never imports qgis.
 """
 
 from __future__ import annotations

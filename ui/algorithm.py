@@ -1,7 +1,7 @@
 """Processing algorithm urbanmtl:map_hse_lcz: a QGIS front end that runs the engine in a child process.
 
 TensorFlow never enters the QGIS process (see ui/engine.py for why): the parameters go to
-`python -m core.worker` in a Python that has TensorFlow (ui.run_engine), and its JSON lines come back as
+`python -m core.worker` in QGIS's own Python or a configured one (ui.run_engine), and its JSON lines come back as
 progress, log messages and the result. This module holds the algorithm's parameters and what it does with
 them; its help text is ui.help, the input layer's bands and file ui.layers. It imports only light engine
 modules (core.common.spec, the contract; core.common.bands), never TensorFlow.
@@ -137,7 +137,8 @@ class MapHseLczAlgorithm(UrbanmtlAlgorithm):
                 [tr("Off"), tr("3x3 cells"), tr("5x5 cells")], defaultValue=0),
             QgsProcessingParameterFile(
                 self.PYTHON,
-                tr("Python interpreter with TensorFlow (empty = automatic; a choice is remembered)"),
+                tr("Python interpreter for the engine (empty = QGIS's own, with Install engine's packages; a choice "
+                   "is remembered)"),
                 QgsProcessingParameterFile.File, extension="", optional=True,
                 # "*.*" would ask for a file name ending, which /usr/bin/python3 has not.
                 fileFilter=tr("Python interpreters (python*);;All files (*)")),

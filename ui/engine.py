@@ -1,5 +1,5 @@
 """One run of the engine process, core.worker (or core.finetune_worker, which speaks the same JSON lines), and the
-temporary files a stopped run leaves behind. Which Python runs it and whether that Python has TensorFlow:
+temporary files a stopped run leaves behind. Which Python runs it and whether that Python has the engine's packages:
 ui.interpreter (its names are reachable here too).
 
 TensorFlow is never imported into the QGIS process. In the desktop, QGIS has loaded the OpenGL driver

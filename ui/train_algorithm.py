@@ -160,7 +160,8 @@ class TrainFromPolygonsAlgorithm(UrbanmtlAlgorithm):
                 maxValue=spec.DN_SCALE),
             QgsProcessingParameterFile(
                 self.PYTHON,
-                tr("Python interpreter with TensorFlow (empty = automatic; a choice is remembered)"),
+                tr("Python interpreter with TensorFlow (empty = QGIS's own, with Install engine's training "
+                   "packages; a choice is remembered)"),
                 QgsProcessingParameterFile.File, extension="", optional=True,
                 fileFilter=tr("Python interpreters (python*);;All files (*)")),
         ]

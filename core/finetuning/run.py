@@ -7,7 +7,7 @@ better, beside the LCZ Generator's random forest on the same areas. Its command 
 Steps: the polygons (any OGR format and CRS; classes 1-17, 1-10/A-G or 101-107) are checked against the image and
 split WHOLE into train and test polygons, stratified by class (core.finetuning.areas), and written in the image CRS
 (RUN/train_areas.gpkg, RUN/test_areas.gpkg; field `lcz`, codes 1..17). The image is mapped with the start model
-(core.predict, the real engine) and by a random forest trained on the train polygons the LCZ Generator's way
+(core.mapping.predict, the real engine) and by a random forest trained on the train polygons the LCZ Generator's way
 (core.finetuning.forest). core.train then fine-tunes the start model on a scene manifest of the train polygons
 (RUN/train_scene.yaml; no HSE reference) as core.finetuning.setup describes: the LCZ branch alone learns, on windows
 centred on the polygons (every class alike) and anywhere in the image, with the polygons' classes as targets and
