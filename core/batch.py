@@ -133,7 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_summary(summary, rows)
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS if signum != signal.SIGINT}
+        # SIGINT too: a process started in the background by a shell inherits it ignored, and Python's own
+        # KeyboardInterrupt would then never come.
+        previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
     try:
         if todo:
             with dask_client(args, say) as client:
