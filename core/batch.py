@@ -35,7 +35,8 @@ from typing import Optional, Sequence
 
 from .cluster.client import check_workers, dask_client, run_batch
 from .cluster.scenes import (
-    SUMMARY_NAME, BatchError, SceneJob, collect_scenes, plan_rows, progress_line, remove_marker_folder, write_summary,
+    SUMMARY_NAME, BatchError, SceneJob, collect_scenes, plan_rows, progress_line, release_scene, remove_marker_folder,
+    write_summary,
 )
 from .common.errors import Interrupted, UrbanMTLError
 from .mapping.predict import PredictOptions, validate_options
@@ -146,10 +147,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         write_summary(summary, rows)
-        # The cluster is closed by now: what its workers were writing when they stopped goes, locks included.
+        # The cluster is closed by now: what its workers were writing when they stopped goes (temporaries and
+        # locks no live process holds); a local cluster's workers are gone, so their scene claims go too.
         for _, job, _, _ in todo:
             for final in (job.hse, job.lcz):
                 remove_abandoned(Path(final))
+            if not args.scheduler:
+                release_scene(out_dir, job.stem)
         remove_marker_folder(out_dir)
         name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
         say(f"error: interrupted ({name}); the scenes not finished are 'pending' in {summary}. Run the same "
