@@ -26,7 +26,13 @@ EXIT_HELP = ("Exit status: 0 done; 1 the run failed (a bug: URBANMTL_DEBUG=1 sho
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+#: The stop signal received during the current command (None: none). Raised inside a library (Keras calling a layer,
+#: TensorFlow's data pipeline), the stop may come out as another exception: it is still reported as the stop.
+_received: list[int] = []
+
+
 def _raise_interrupted(signum, frame) -> None:     # noqa: ARG001 (signal handler signature)
+    _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -35,6 +41,7 @@ def run_command(job: Callable[[], int], stopped: str = "nothing half-written was
     a bug ends in one 'error:' line on stderr and its exit status. `stopped` says what a stop leaves (e.g. what
     --resume needs)."""
     previous = {}
+    _received.clear()
     if threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:
             try:
@@ -44,26 +51,36 @@ def run_command(job: Callable[[], int], stopped: str = "nothing half-written was
     try:
         return job()
     except KeyboardInterrupt as exc:
-        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-        ignore_stops()
-        print(f"error: stopped by {stop.signal_name}; {stopped}.", file=sys.stderr, flush=True)
-        return stop.exit_code
-    except UrbanMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_INPUT
+        return _stopped(exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT), stopped)
     except Exception as exc:
-        if os.environ.get("URBANMTL_DEBUG"):
-            traceback.print_exc()
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: unexpected {type(exc).__name__}: {text}. This is a bug: run again with URBANMTL_DEBUG=1 to "
-              f"see where it happened, and report it.", file=sys.stderr, flush=True)
-        return EXIT_FAILED
+        if _received:                  # the stop, re-raised by a library as its own error
+            return _stopped(Interrupted(_received[0]), stopped)
+        return _failed(exc)
     finally:
         for signum, handler in previous.items():
             try:
                 signal.signal(signum, handler)
             except (ValueError, OSError, TypeError):  # pragma: no cover
                 pass
+
+
+def _stopped(stop: Interrupted, stopped: str) -> int:
+    ignore_stops()
+    print(f"error: stopped by {stop.signal_name}; {stopped}.", file=sys.stderr, flush=True)
+    return stop.exit_code
+
+
+def _failed(exc: Exception) -> int:
+    """The exit status and one sentence of a run that raised `exc` (not a stop)."""
+    if isinstance(exc, UrbanMTLError):
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INPUT
+    if os.environ.get("URBANMTL_DEBUG"):
+        traceback.print_exception(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"error: unexpected {type(exc).__name__}: {text}. This is a bug: run again with URBANMTL_DEBUG=1 to see "
+          f"where it happened, and report it.", file=sys.stderr, flush=True)
+    return EXIT_FAILED
 
 
 def ignore_stops() -> None:
