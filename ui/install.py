@@ -150,7 +150,7 @@ def constraints(python: str, env: dict) -> tuple[list[str], str]:
 
 
 def resolve(python: str, reqs: Sequence[str], pins: Sequence[str], env: dict, work: Path,
-            log: Callable[[str], None], managed: bool) -> list[dict]:
+            managed: bool) -> list[dict]:
     """What pip would install into `python` for `reqs`, its installed packages held to `pins`: the report's
     entries ({"name", "version", "url"}). Nothing is installed (a dry run)."""
     (work / "constraints.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
@@ -245,7 +245,7 @@ def install_engine(python: str, folder: Path, training: bool, log: Callable[[str
         reqs = requirements(training)
         log(tr("Resolving {reqs} for {python} (Python {version}); its {count} installed packages keep their "
                "versions.").format(reqs=", ".join(reqs), python=python, version=version, count=len(pins)))
-        entries = resolve(python, reqs, pins, env, Path(tmp), log, managed)
+        entries = resolve(python, reqs, pins, env, Path(tmp), managed)
         size = download_size(entries) if entries else 0
         names = ", ".join(f"{e['name']} {e['version']}" for e in entries) or tr("nothing")
         log(tr("To install into {folder}: {names}; download {size}.").format(

@@ -35,10 +35,6 @@ def card_path_for(model_path: Path) -> Path:
     return Path(model_path).with_name(CARD_FILE)
 
 
-def litert_path_for(model_path: Path) -> Path:
-    return Path(model_path).with_name(LITERT_FILE)
-
-
 def fixed_litert_name(shape: tuple[int, ...]) -> str:
     """The name of a LiteRT export of fixed input shape (B, H, W, bands): model_BxHxW.tflite."""
     return f"model_{'x'.join(str(n) for n in shape[:3])}.tflite"

@@ -58,10 +58,9 @@ class _Interpreter:
             raise UrbanMTLError(f"The LiteRT model '{path}' does not take one {len(MODEL_BANDS)}-band image. Export "
                                 f"it again with 'python -m core.export_litert'.")
         self.input = inputs[0]["index"]
-        self.shape = tuple(int(n) for n in inputs[0]["shape"])
-        self.resizable = any(int(n) < 0 for n in inputs[0]["shape_signature"])
-        self.shape = () if self.resizable else self.shape
-        if not self.resizable:
+        self.shape: tuple[int, ...] = ()         # the input shape allocated (none yet for a dynamic file)
+        if not any(int(n) < 0 for n in inputs[0]["shape_signature"]):
+            self.shape = tuple(int(n) for n in inputs[0]["shape"])
             self._outputs()
 
     def _outputs(self) -> None:
